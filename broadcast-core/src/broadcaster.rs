@@ -1,0 +1,425 @@
+//! The broadcaster: runs an event's pipeline and hands the result to a transport.
+
+use std::borrow::Cow;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use socketioxide::adapter::Adapter;
+use socketioxide::socket::Sid;
+use tracing::Instrument;
+
+use crate::error::{AlreadyInstalled, BroadcastError};
+use crate::event::BroadcastEvent;
+use crate::target::{IntoTargets, Targets, validate_room};
+use crate::transport::{Delivery, SocketIoTransport, Transport};
+
+/// Default limit on a serialized payload: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Runs broadcasts: `when` -> targets -> payload -> one serialization -> the
+/// transport. Cheap to clone (an `Arc`).
+///
+/// ```no_run
+/// # use broadcast_core::{Broadcaster, BroadcastEvent};
+/// # #[derive(serde::Serialize, BroadcastEvent)]
+/// # #[broadcast(on = "lobby")]
+/// # struct Hello { text: String }
+/// # async fn run() -> Result<(), broadcast_core::BroadcastError> {
+/// let (_layer, io) = socketioxide::SocketIo::new_layer();
+/// io.ns("/", async |_: socketioxide::extract::SocketRef| {});
+/// let broadcaster = Broadcaster::socketio(io);
+/// broadcaster.broadcast(Hello { text: "hi".into() }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Broadcaster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    transport: Box<dyn Transport>,
+    max_payload_bytes: usize,
+    stats: Counters,
+}
+
+impl std::fmt::Debug for Broadcaster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broadcaster")
+            .field("max_payload_bytes", &self.inner.max_payload_bytes)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Broadcaster`].
+///
+/// ```
+/// use broadcast_core::{Broadcaster, testing::FakeTransport};
+/// let b = Broadcaster::builder(FakeTransport::new())
+///     .max_payload_bytes(64 * 1024)
+///     .build();
+/// ```
+pub struct BroadcasterBuilder {
+    transport: Box<dyn Transport>,
+    max_payload_bytes: usize,
+}
+
+impl BroadcasterBuilder {
+    /// Largest serialized payload accepted, in bytes (default 1 MiB).
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Builds the broadcaster.
+    pub fn build(self) -> Broadcaster {
+        Broadcaster {
+            inner: Arc::new(Inner {
+                transport: self.transport,
+                max_payload_bytes: self.max_payload_bytes,
+                stats: Counters::default(),
+            }),
+        }
+    }
+}
+
+/// What a successful broadcast did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing was sent, and why.
+    Skipped(SkipReason),
+    /// The event was handed to the transport.
+    Delivered {
+        /// The targets it went to.
+        targets: Targets,
+        /// Size of the serialized payload.
+        bytes: usize,
+        /// Local sockets that could not be written to (closed mid-broadcast).
+        socket_errors: usize,
+    },
+}
+
+impl Outcome {
+    /// Whether the event was delivered.
+    pub fn is_delivered(&self) -> bool {
+        matches!(self, Outcome::Delivered { .. })
+    }
+
+    /// The targets it was delivered to (empty when skipped).
+    pub fn targets(&self) -> Option<&Targets> {
+        match self {
+            Outcome::Delivered { targets, .. } => Some(targets),
+            Outcome::Skipped(_) => None,
+        }
+    }
+}
+
+/// Why a broadcast sent nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `broadcast_when` returned false.
+    When,
+    /// `broadcast_on` returned no target.
+    NoTargets,
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    skipped: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Counters of one broadcaster since it was built.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Broadcasts handed to the transport successfully.
+    pub delivered: u64,
+    /// Broadcasts skipped by `when` or for lack of targets.
+    pub skipped: u64,
+    /// Broadcasts that returned an error.
+    pub failed: u64,
+    /// Payload bytes delivered.
+    pub bytes: u64,
+}
+
+impl Broadcaster {
+    /// A broadcaster over any transport, with default settings.
+    pub fn new(transport: impl Transport) -> Self {
+        Self::builder(transport).build()
+    }
+
+    /// A builder over any transport.
+    pub fn builder(transport: impl Transport) -> BroadcasterBuilder {
+        BroadcasterBuilder {
+            transport: Box::new(transport),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// A broadcaster that delivers through a socketioxide server.
+    pub fn socketio<A: Adapter>(io: socketioxide::SocketIo<A>) -> Self {
+        Self::new(SocketIoTransport::new(io))
+    }
+
+    /// Starts a broadcast of `event`; `.await` it (after optional `except`s).
+    pub fn broadcast<E: BroadcastEvent + 'static>(&self, event: E) -> Broadcast<E> {
+        Broadcast {
+            event,
+            broadcaster: Some(self.clone()),
+            except: Vec::new(),
+        }
+    }
+
+    /// Counters since this broadcaster was built.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.stats;
+        Stats {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            bytes: c.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The whole pipeline for one event.
+    pub async fn send<E: BroadcastEvent>(
+        &self,
+        event: &E,
+        except: &[Cow<'static, str>],
+    ) -> Result<Outcome, BroadcastError> {
+        let span = tracing::debug_span!("broadcast", event = E::NAME);
+        let result = self.run(event, except).instrument(span.clone()).await;
+        let c = &self.inner.stats;
+        let _enter = span.enter();
+        match &result {
+            Ok(Outcome::Delivered {
+                targets,
+                bytes,
+                socket_errors,
+            }) => {
+                c.delivered.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(*bytes as u64, Ordering::Relaxed);
+                tracing::debug!(targets = targets.len(), bytes, socket_errors, "delivered");
+            }
+            Ok(Outcome::Skipped(reason)) => {
+                c.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?reason, "skipped");
+            }
+            Err(error) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "broadcast failed");
+            }
+        }
+        result
+    }
+
+    async fn run<E: BroadcastEvent>(
+        &self,
+        event: &E,
+        except: &[Cow<'static, str>],
+    ) -> Result<Outcome, BroadcastError> {
+        if !event.broadcast_when().await {
+            return Ok(Outcome::Skipped(SkipReason::When));
+        }
+        let mut targets = Targets::new();
+        event
+            .broadcast_on()
+            .await
+            .into_targets(E::NAMESPACE, &mut targets);
+        if targets.is_empty() {
+            return Ok(Outcome::Skipped(SkipReason::NoTargets));
+        }
+        targets
+            .validate()
+            .map_err(|(target, source)| BroadcastError::InvalidTarget {
+                event: E::NAME,
+                target,
+                source,
+            })?;
+        for room in except {
+            validate_room(room).map_err(|source| BroadcastError::InvalidExcept {
+                event: E::NAME,
+                room: room.to_string(),
+                source,
+            })?;
+        }
+        // The one serialization of this event; transports copy the bytes.
+        // The block ends the payload value's life before the next await, so
+        // it need not be `Send`.
+        let serialized = {
+            let value = event
+                .broadcast_as()
+                .await
+                .map_err(|source| BroadcastError::Payload {
+                    event: E::NAME,
+                    source,
+                })?;
+            serde_json::value::to_raw_value(&value)
+        };
+        let payload = serialized.map_err(|source| BroadcastError::Serialize {
+            event: E::NAME,
+            source,
+        })?;
+        let bytes = payload.get().len();
+        if bytes > self.inner.max_payload_bytes {
+            return Err(BroadcastError::PayloadTooLarge {
+                event: E::NAME,
+                size: bytes,
+                limit: self.inner.max_payload_bytes,
+            });
+        }
+        let delivery = Delivery {
+            event: E::NAME,
+            targets: &targets,
+            except,
+            payload: &payload,
+        };
+        match self.inner.transport.deliver(delivery).await {
+            Ok(report) => Ok(Outcome::Delivered {
+                targets,
+                bytes,
+                socket_errors: report.socket_errors,
+            }),
+            Err(failure) => Err(BroadcastError::Transport {
+                event: E::NAME,
+                namespace: format!(
+                    "namespace `{}` (rooms {:?})",
+                    failure.target.namespace, failure.target.rooms
+                ),
+                source: failure.error,
+            }),
+        }
+    }
+}
+
+/// A broadcast being prepared: add exclusions, then `.await` it.
+///
+/// ```no_run
+/// # use broadcast_core::{broadcast, BroadcastEvent};
+/// # #[derive(serde::Serialize, BroadcastEvent)]
+/// # #[broadcast(on = "chat|1")]
+/// # struct MessagePosted { text: String }
+/// # async fn handler(sender: socketioxide::socket::Sid) -> Result<(), broadcast_core::BroadcastError> {
+/// // Everyone in `chat|1` but the socket that sent the message:
+/// broadcast(MessagePosted { text: "hi".into() }).except(sender).await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a broadcast does nothing until it is awaited"]
+pub struct Broadcast<E> {
+    event: E,
+    broadcaster: Option<Broadcaster>,
+    except: Vec<Cow<'static, str>>,
+}
+
+impl<E: BroadcastEvent + 'static> Broadcast<E> {
+    /// Skips one socket (Laravel's `toOthers()`, Phoenix's `broadcast_from`).
+    pub fn except(mut self, socket: Sid) -> Self {
+        self.except.push(Cow::Owned(socket.to_string()));
+        self
+    }
+
+    /// Skips a socket given by its id as text (e.g. from an `X-Socket-ID`
+    /// header). An id that is not a valid room name fails the broadcast.
+    pub fn except_socket_id(mut self, socket_id: impl Into<String>) -> Self {
+        self.except.push(Cow::Owned(socket_id.into()));
+        self
+    }
+
+    /// Skips every socket in these rooms.
+    pub fn except_rooms<R: Into<Cow<'static, str>>>(
+        mut self,
+        rooms: impl IntoIterator<Item = R>,
+    ) -> Self {
+        self.except.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+
+    /// Runs the broadcast.
+    pub async fn send(self) -> Result<Outcome, BroadcastError> {
+        let broadcaster = match self.broadcaster {
+            Some(b) => b,
+            None => current().ok_or(BroadcastError::NotInstalled { event: E::NAME })?,
+        };
+        broadcaster.send(&self.event, &self.except).await
+    }
+}
+
+impl<E: BroadcastEvent + 'static> IntoFuture for Broadcast<E> {
+    type Output = Result<Outcome, BroadcastError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+static GLOBAL: OnceLock<Broadcaster> = OnceLock::new();
+
+tokio::task_local! {
+    static SCOPED: Broadcaster;
+}
+
+/// Installs the process-wide broadcaster that [`broadcast`] uses. Call once at
+/// startup; a second call is an error.
+///
+/// ```
+/// use broadcast_core::{Broadcaster, testing::FakeTransport};
+/// broadcast_core::install(Broadcaster::new(FakeTransport::new())).unwrap();
+/// assert!(broadcast_core::install(Broadcaster::new(FakeTransport::new())).is_err());
+/// ```
+pub fn install(broadcaster: Broadcaster) -> Result<(), AlreadyInstalled> {
+    GLOBAL.set(broadcaster).map_err(|_| AlreadyInstalled)
+}
+
+/// The broadcaster [`broadcast`] would use here: the one of the enclosing
+/// [`with_broadcaster`] scope, else the installed one.
+pub fn current() -> Option<Broadcaster> {
+    SCOPED
+        .try_with(Clone::clone)
+        .ok()
+        .or_else(|| GLOBAL.get().cloned())
+}
+
+/// Runs `fut` with `broadcaster` as the one [`broadcast`] uses inside it
+/// (within this task). Tests use it to give each test its own fake.
+///
+/// ```
+/// # use broadcast_core::{broadcast, BroadcastEvent, testing::FakeBroadcaster};
+/// # #[derive(serde::Serialize, BroadcastEvent)]
+/// # struct Ping;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let fake = FakeBroadcaster::new();
+/// broadcast_core::with_broadcaster(fake.broadcaster(), async {
+///     broadcast(Ping).await.unwrap();
+/// }).await;
+/// fake.assert_broadcast::<Ping>();
+/// # }
+/// ```
+pub async fn with_broadcaster<F: Future>(broadcaster: Broadcaster, fut: F) -> F::Output {
+    SCOPED.scope(broadcaster, fut).await
+}
+
+/// Broadcasts `event` with the installed broadcaster; `.await` the result.
+///
+/// ```no_run
+/// use broadcast_core::{broadcast, BroadcastEvent};
+///
+/// #[derive(serde::Serialize, BroadcastEvent)]
+/// #[broadcast(on = "chat|{chat_id}")]
+/// struct MessagePosted { chat_id: u64, text: String }
+///
+/// # async fn handler() -> Result<(), broadcast_core::BroadcastError> {
+/// broadcast(MessagePosted { chat_id: 1, text: "hello".into() }).await?;
+/// # Ok(()) }
+/// ```
+pub fn broadcast<E: BroadcastEvent + 'static>(event: E) -> Broadcast<E> {
+    Broadcast {
+        event,
+        broadcaster: None,
+        except: Vec::new(),
+    }
+}

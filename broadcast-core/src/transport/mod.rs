@@ -1,0 +1,85 @@
+//! Transports: how a serialized event reaches sockets.
+//!
+//! The [`Broadcaster`](crate::Broadcaster) runs the event pipeline once and
+//! hands the result, a [`Delivery`], to one transport:
+//! [`SocketIoTransport`] (in-process, through any socketioxide adapter),
+//! the Redis publisher for processes without a server (feature `redis`), or
+//! [`FakeTransport`](crate::testing::FakeTransport) in tests.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::value::RawValue;
+
+use crate::error::TransportError;
+use crate::target::{NamespaceTargets, Targets};
+
+mod socketio;
+pub use socketio::SocketIoTransport;
+
+
+/// A boxed, `Send` future, as transports return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One event, ready to deliver: its name, its targets, the rooms to skip and
+/// the payload serialized once.
+#[derive(Debug)]
+pub struct Delivery<'a> {
+    /// The Socket.IO event name.
+    pub event: &'static str,
+    /// Where to deliver, grouped by namespace.
+    pub targets: &'a Targets,
+    /// Rooms (socket ids are rooms too) whose sockets must not receive it.
+    pub except: &'a [std::borrow::Cow<'static, str>],
+    /// The JSON payload.
+    pub payload: &'a RawValue,
+}
+
+/// A namespace's delivery failed.
+#[derive(Debug)]
+pub struct NamespaceFailure {
+    /// The namespace whose delivery failed, with its rooms.
+    pub target: NamespaceTargets,
+    /// What went wrong.
+    pub error: TransportError,
+}
+
+/// What a transport reports after a delivery.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Namespaces emitted to.
+    pub namespaces: usize,
+    /// Local sockets that could not be written to (closed or full); they are
+    /// logged, not treated as a failure of the broadcast.
+    pub socket_errors: usize,
+}
+
+/// A way to deliver events. Object-safe, so one broadcaster can hold any.
+///
+/// ```
+/// use broadcast_core::transport::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport};
+///
+/// /// Prints every delivery instead of sending it.
+/// struct Stdout;
+///
+/// impl Transport for Stdout {
+///     fn deliver<'a>(
+///         &'a self,
+///         d: Delivery<'a>,
+///     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
+///         Box::pin(async move {
+///             println!("{} -> {:?}: {}", d.event, d.targets.room_names(), d.payload);
+///             Ok(DeliveryReport { namespaces: d.targets.namespaces().count(), socket_errors: 0 })
+///         })
+///     }
+/// }
+/// ```
+pub trait Transport: Send + Sync + 'static {
+    /// Delivers one event to every namespace of its targets, each with a
+    /// single emit. On failure, reports the first namespace that failed
+    /// (after attempting all of them).
+    fn deliver<'a>(
+        &'a self,
+        delivery: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>>;
+}

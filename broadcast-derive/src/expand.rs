@@ -1,0 +1,208 @@
+//! Generates the trait impl and the registry entry from a validated model.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, LitStr};
+
+use crate::attr::source_text;
+use crate::template::Piece;
+use crate::valid::{Event, OnItem};
+
+pub fn event(ev: &Event) -> TokenStream {
+    let krate = &ev.krate;
+    let ident = &ev.input.ident;
+    let name = &ev.name;
+    let p = quote!(#krate::__private);
+
+    let namespace_const = ev.namespace.as_ref().map(|ns| {
+        quote! { const NAMESPACE: &'static str = #ns; }
+    });
+
+    let on_fn = ev.on.as_ref().map(|items| {
+        let body = match items.as_slice() {
+            [one] => on_item(one),
+            many => {
+                let pushes = many.iter().map(|item| {
+                    let value = on_item(item);
+                    quote! {
+                        #krate::IntoTargets::into_targets(
+                            #value,
+                            <Self as #krate::BroadcastEvent>::NAMESPACE,
+                            &mut __targets,
+                        );
+                    }
+                });
+                quote! {{
+                    let mut __targets = #krate::Targets::new();
+                    #(#pushes)*
+                    __targets
+                }}
+            }
+        };
+        quote! {
+            #[allow(clippy::all, unused_braces)]
+            fn broadcast_on(&self)
+                -> impl #p::Future<Output = impl #krate::IntoTargets> + ::core::marker::Send
+            {
+                async move { #body }
+            }
+        }
+    });
+
+    let when_fn = ev.when.as_ref().map(|when| {
+        let value = call_or_eval(when);
+        quote! {
+            #[allow(clippy::all, unused_imports)]
+            fn broadcast_when(&self) -> impl #p::Future<Output = bool> + ::core::marker::Send {
+                async move {
+                    use #p::{FutureKind as _, ValueKind as _};
+                    let __value = #value;
+                    (&__value).__broadcast_future_kind().resolve(__value).await
+                }
+            }
+        }
+    });
+
+    let as_body = match &ev.as_ {
+        None => quote_spanned! {ident.span()=>
+            #p::Result::Ok(self)
+        },
+        Some(expr) => {
+            let value = call_or_eval(expr);
+            quote! {
+                use #p::{FutureKind as _, ValueKind as _, ResourceKind as _, PlainKind as _};
+                let __value = #value;
+                let __value = (&__value).__broadcast_future_kind().resolve(__value).await;
+                (&__value).__broadcast_payload_kind().resolve(__value).await
+            }
+        }
+    };
+
+    let templates: Vec<String> = ev
+        .on
+        .iter()
+        .flatten()
+        .map(|item| match item {
+            OnItem::Template { lit, .. } => lit.value(),
+            OnItem::Expr(e) => source_text(e),
+        })
+        .collect();
+    let payload = match &ev.as_ {
+        None => ident.to_string(),
+        Some(e) => source_text(e),
+    };
+    let type_name = ident.to_string();
+
+    quote! {
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals, unused_qualifications, clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl #krate::BroadcastEvent for #ident {
+                const NAME: &'static str = #name;
+                #namespace_const
+                #on_fn
+                #when_fn
+                #[allow(clippy::all, unused_imports)]
+                fn broadcast_as(&self) -> impl #p::Future<
+                    Output = #p::Result<impl #p::Serialize, #krate::PayloadError>
+                > + ::core::marker::Send {
+                    async move { #as_body }
+                }
+            }
+
+            #p::inventory::submit! {
+                #krate::registry::EventDescriptor::new(
+                    #name,
+                    #type_name,
+                    <#ident as #krate::BroadcastEvent>::NAMESPACE,
+                )
+                .rooms(&[#(#templates),*])
+                .payload(#payload)
+                .source(::core::module_path!(), ::core::file!(), ::core::line!())
+            }
+        };
+    }
+}
+
+/// `path` -> `path(self)`; any other expression as written (it may use
+/// `self` and `.await`).
+fn call_or_eval(expr: &Expr) -> TokenStream {
+    match expr {
+        Expr::Path(p) if p.qself.is_none() && !p.path.is_ident("self") => {
+            quote_spanned! {expr.span()=> #expr(self) }
+        }
+        other => quote!((#other)),
+    }
+}
+
+fn on_item(item: &OnItem) -> TokenStream {
+    match item {
+        OnItem::Expr(e) => quote!((#e)),
+        OnItem::Template { lit, pieces } => template(lit, pieces),
+    }
+}
+
+/// A template without fields is a `&'static str` (no allocation); one with
+/// fields is a single `format!`.
+fn template(lit: &LitStr, pieces: &[Piece]) -> TokenStream {
+    if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
+        let text: String = pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.as_str(),
+                Piece::Field(_) => "",
+            })
+            .collect();
+        return quote_spanned! {lit.span()=> #text };
+    }
+    let mut fmt = String::new();
+    let mut args = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => fmt.push_str(&t.replace('{', "{{").replace('}', "}}")),
+            Piece::Field(path) => {
+                fmt.push_str("{}");
+                let segments = path.iter().map(|s| match s.parse::<u32>() {
+                    Ok(i) => {
+                        let index = syn::Index {
+                            index: i,
+                            span: lit.span(),
+                        };
+                        quote!(#index)
+                    }
+                    Err(_) => {
+                        let id = format_ident!("{}", s, span = lit.span());
+                        quote!(#id)
+                    }
+                });
+                args.push(quote_spanned! {lit.span()=> self #(.#segments)* });
+            }
+        }
+    }
+    let krate_format = quote!(::std::format);
+    quote_spanned! {lit.span()=> #krate_format!(#fmt, #(#args),*) }
+}
+
+/// What a failed derive still emits besides its errors, so the rest of the
+/// crate type-checks and the user sees only the real mistakes.
+pub fn fallback(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
+    let ident = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let p = quote!(#krate::__private);
+    quote! {
+        #[allow(clippy::all)]
+        const _: () = {
+            #[automatically_derived]
+            impl #impl_generics #krate::BroadcastEvent for #ident #ty_generics #where_clause {
+                const NAME: &'static str = "";
+                fn broadcast_as(&self) -> impl #p::Future<
+                    Output = #p::Result<impl #p::Serialize, #krate::PayloadError>
+                > + ::core::marker::Send {
+                    async move { #p::Result::Ok(()) }
+                }
+            }
+        };
+    }
+}
