@@ -35,11 +35,15 @@
 pub mod broadcaster;
 pub mod error;
 pub mod event;
+pub mod join;
 pub mod registry;
 pub mod room;
 pub mod target;
 pub mod testing;
 pub mod transport;
+
+#[cfg(feature = "redis")]
+pub mod redis;
 
 #[doc(hidden)]
 pub mod kind;
@@ -56,6 +60,10 @@ pub use target::{IntoTargets, Target, TargetError, Targets};
 /// `#[derive(BroadcastEvent)]`: see the `broadcast-derive` crate docs.
 #[cfg(feature = "derive")]
 pub use broadcast_derive::BroadcastEvent;
+
+/// `#[derive(Room)]`: see the `broadcast-derive` crate docs.
+#[cfg(feature = "derive")]
+pub use broadcast_derive::Room;
 
 /// Items the derives expand to. Not public API.
 #[doc(hidden)]

@@ -23,6 +23,7 @@ mod attr;
 mod ctxt;
 mod expand;
 mod naming;
+mod room;
 mod template;
 mod valid;
 
@@ -50,4 +51,12 @@ pub fn derive_broadcast_event(input: TokenStream) -> TokenStream {
             out.into()
         }
     }
+}
+
+/// Derives `broadcast_core::Room` (and the join protocol's room type); see
+/// the crate docs for the `#[room(...)]` attributes.
+#[proc_macro_derive(Room, attributes(room))]
+pub fn derive_room(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    room::derive(&input).into()
 }

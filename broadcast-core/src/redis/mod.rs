@@ -1,0 +1,1 @@
+//! Delivery across processes through Redis (feature `redis`).
