@@ -3,3 +3,4 @@
 //! Not published.
 
 pub mod redis_server;
+pub mod client;

@@ -188,14 +188,17 @@ fn template(lit: &LitStr, pieces: &[Piece]) -> TokenStream {
 /// What a failed derive still emits besides its errors, so the rest of the
 /// crate type-checks and the user sees only the real mistakes.
 pub fn fallback(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
+    // A stub for a generic type would add trait-bound errors of its own.
+    if !input.generics.params.is_empty() {
+        return TokenStream::new();
+    }
     let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let p = quote!(#krate::__private);
     quote! {
         #[allow(clippy::all)]
         const _: () = {
             #[automatically_derived]
-            impl #impl_generics #krate::BroadcastEvent for #ident #ty_generics #where_clause {
+            impl #krate::BroadcastEvent for #ident {
                 const NAME: &'static str = "";
                 fn broadcast_as(&self) -> impl #p::Future<
                     Output = #p::Result<impl #p::Serialize, #krate::PayloadError>
