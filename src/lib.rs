@@ -4,3 +4,4 @@
 
 pub mod redis_server;
 pub mod client;
+pub mod server;

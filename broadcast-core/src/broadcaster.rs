@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use crate::error::{AlreadyInstalled, BroadcastError};
 use crate::event::BroadcastEvent;
-use crate::target::{IntoTargets, Targets, validate_room};
+use crate::target::{IntoTargets, TargetError, Targets, validate_room};
 use crate::transport::{Delivery, SocketIoTransport, Transport};
 
 /// Default limit on a serialized payload: 1 MiB.
@@ -170,7 +170,7 @@ impl Broadcaster {
         Broadcast {
             event,
             broadcaster: Some(self.clone()),
-            except: Vec::new(),
+            except: Except::default(),
         }
     }
 
@@ -189,7 +189,7 @@ impl Broadcaster {
     pub async fn send<E: BroadcastEvent>(
         &self,
         event: &E,
-        except: &[Cow<'static, str>],
+        except: &Except,
     ) -> Result<Outcome, BroadcastError> {
         let span = tracing::debug_span!("broadcast", event = E::NAME);
         let result = self.run(event, except).instrument(span.clone()).await;
@@ -220,7 +220,7 @@ impl Broadcaster {
     async fn run<E: BroadcastEvent>(
         &self,
         event: &E,
-        except: &[Cow<'static, str>],
+        except: &Except,
     ) -> Result<Outcome, BroadcastError> {
         if !event.broadcast_when().await {
             return Ok(Outcome::Skipped(SkipReason::When));
@@ -240,7 +240,14 @@ impl Broadcaster {
                 target,
                 source,
             })?;
-        for room in except {
+        if let Some(bad) = &except.invalid {
+            return Err(BroadcastError::InvalidExcept {
+                event: E::NAME,
+                room: bad.clone(),
+                source: TargetError::InvalidSocketId,
+            });
+        }
+        for room in &except.rooms {
             validate_room(room).map_err(|source| BroadcastError::InvalidExcept {
                 event: E::NAME,
                 room: room.to_string(),
@@ -275,7 +282,8 @@ impl Broadcaster {
         let delivery = Delivery {
             event: E::NAME,
             targets: &targets,
-            except,
+            except_sockets: &except.sockets,
+            except_rooms: &except.rooms,
             payload: &payload,
         };
         match self.inner.transport.deliver(delivery).await {
@@ -312,20 +320,36 @@ impl Broadcaster {
 pub struct Broadcast<E> {
     event: E,
     broadcaster: Option<Broadcaster>,
-    except: Vec<Cow<'static, str>>,
+    except: Except,
+}
+
+/// Who a broadcast skips.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Except {
+    /// Sockets to skip.
+    pub sockets: Vec<Sid>,
+    /// Rooms whose sockets to skip.
+    pub rooms: Vec<Cow<'static, str>>,
+    /// A socket id given as text that did not parse; fails the broadcast.
+    invalid: Option<String>,
 }
 
 impl<E: BroadcastEvent + 'static> Broadcast<E> {
     /// Skips one socket (Laravel's `toOthers()`, Phoenix's `broadcast_from`).
     pub fn except(mut self, socket: Sid) -> Self {
-        self.except.push(Cow::Owned(socket.to_string()));
+        self.except.sockets.push(socket);
         self
     }
 
     /// Skips a socket given by its id as text (e.g. from an `X-Socket-ID`
-    /// header). An id that is not a valid room name fails the broadcast.
-    pub fn except_socket_id(mut self, socket_id: impl Into<String>) -> Self {
-        self.except.push(Cow::Owned(socket_id.into()));
+    /// header). An id that does not parse fails the broadcast with
+    /// [`BroadcastError::InvalidExcept`], rather than silently sending to all.
+    pub fn except_socket_id(mut self, socket_id: impl AsRef<str>) -> Self {
+        let text = socket_id.as_ref();
+        match text.parse::<Sid>() {
+            Ok(sid) => self.except.sockets.push(sid),
+            Err(_) => self.except.invalid = Some(text.to_string()),
+        }
         self
     }
 
@@ -334,7 +358,7 @@ impl<E: BroadcastEvent + 'static> Broadcast<E> {
         mut self,
         rooms: impl IntoIterator<Item = R>,
     ) -> Self {
-        self.except.extend(rooms.into_iter().map(Into::into));
+        self.except.rooms.extend(rooms.into_iter().map(Into::into));
         self
     }
 
@@ -420,6 +444,6 @@ pub fn broadcast<E: BroadcastEvent + 'static>(event: E) -> Broadcast<E> {
     Broadcast {
         event,
         broadcaster: None,
-        except: Vec::new(),
+        except: Except::default(),
     }
 }

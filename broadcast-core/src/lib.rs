@@ -49,7 +49,7 @@ pub mod redis;
 pub mod kind;
 
 pub use broadcaster::{
-    Broadcast, Broadcaster, BroadcasterBuilder, Outcome, SkipReason, Stats, broadcast, current,
+    Broadcast, Broadcaster, BroadcasterBuilder, Except, Outcome, SkipReason, Stats, broadcast, current,
     install, with_broadcaster,
 };
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};

@@ -181,6 +181,9 @@ pub enum TargetError {
     /// `#`, `,` and `?` would break Socket.IO packet framing in a namespace.
     #[error("a namespace cannot contain `{0}`")]
     NamespaceCharacter(char),
+    /// An excluded socket id is not a Socket.IO session id.
+    #[error("not a socket id")]
+    InvalidSocketId,
 }
 
 /// Which kind of name a [`TargetError`] is about.

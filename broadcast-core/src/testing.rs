@@ -31,6 +31,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde_json::Value;
+use socketioxide::socket::Sid;
 
 use crate::broadcaster::Broadcaster;
 use crate::event::BroadcastEvent;
@@ -44,8 +45,10 @@ pub struct Recorded {
     pub event: &'static str,
     /// Targets, grouped by namespace.
     pub targets: Targets,
-    /// Excluded rooms / socket ids.
-    pub except: Vec<Cow<'static, str>>,
+    /// Excluded sockets.
+    pub except_sockets: Vec<Sid>,
+    /// Excluded rooms.
+    pub except_rooms: Vec<Cow<'static, str>>,
     /// The payload as clients would parse it.
     pub payload: Value,
     /// The payload's JSON text, byte for byte as sent.
@@ -111,14 +114,26 @@ impl Recorded {
         self
     }
 
-    /// Asserts the delivery excluded `room` (or socket id).
+    /// Asserts the delivery excluded `room`.
     #[track_caller]
-    pub fn excluding(&self, room: &str) -> &Self {
+    pub fn excluding_room(&self, room: &str) -> &Self {
         assert!(
-            self.except.iter().any(|r| r == room),
-            "`{}` did not exclude `{room}`; excluded: {:?}",
+            self.except_rooms.iter().any(|r| r == room),
+            "`{}` did not exclude room `{room}`; excluded: {:?}",
             self.event,
-            self.except
+            self.except_rooms
+        );
+        self
+    }
+
+    /// Asserts the delivery excluded socket `sid`.
+    #[track_caller]
+    pub fn excluding_socket(&self, sid: Sid) -> &Self {
+        assert!(
+            self.except_sockets.contains(&sid),
+            "`{}` did not exclude socket `{sid}`; excluded: {:?}",
+            self.event,
+            self.except_sockets
         );
         self
     }
@@ -171,7 +186,8 @@ impl Transport for FakeTransport {
         self.log().push(Recorded {
             event: d.event,
             targets: d.targets.clone(),
-            except: d.except.to_vec(),
+            except_sockets: d.except_sockets.to_vec(),
+            except_rooms: d.except_rooms.to_vec(),
             payload,
             raw: d.payload.get().to_string(),
         });

@@ -29,8 +29,10 @@ pub struct Delivery<'a> {
     pub event: &'static str,
     /// Where to deliver, grouped by namespace.
     pub targets: &'a Targets,
-    /// Rooms (socket ids are rooms too) whose sockets must not receive it.
-    pub except: &'a [std::borrow::Cow<'static, str>],
+    /// Sockets that must not receive it (the sender, for "to others").
+    pub except_sockets: &'a [socketioxide::socket::Sid],
+    /// Rooms whose sockets must not receive it.
+    pub except_rooms: &'a [std::borrow::Cow<'static, str>],
     /// The JSON payload.
     pub payload: &'a RawValue,
 }

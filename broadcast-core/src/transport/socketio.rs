@@ -39,10 +39,22 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
                 let result = match self.io.of(&*group.namespace) {
                     None => Err(TransportError::UnknownNamespace(group.namespace.to_string())),
                     Some(op) => {
+                        // socketioxide excludes a sender through the socket's own
+                        // broadcast operator (the id travels to other nodes with
+                        // the adapter's options); a socket is not a room there.
+                        // Sockets not connected here are excluded by their id
+                        // room, which `join::RoomsLayer` makes every socket join.
+                        let mut sockets = d.except_sockets.iter();
+                        let op = match sockets.next().and_then(|sid| op.get_socket(*sid)) {
+                            Some(sender) => sender.broadcast(),
+                            None => op,
+                        };
                         let rooms: Vec<Cow<'static, str>> = group.rooms.clone();
                         let mut op = op.to(rooms);
-                        if !d.except.is_empty() {
-                            op = op.except(d.except.to_vec());
+                        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
+                        except.extend(d.except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
+                        if !except.is_empty() {
+                            op = op.except(except);
                         }
                         // `&RawValue` serializes as its bytes: no second JSON pass.
                         op.emit(d.event, d.payload).await

@@ -1,0 +1,103 @@
+//! Counters of one Redis connection (a server's or a worker's).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) published: AtomicU64,
+    pub(crate) publish_failed: AtomicU64,
+    pub(crate) bytes_published: AtomicU64,
+    pub(crate) local_only: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    pub(crate) lagged: AtomicU64,
+    pub(crate) undeliverable: AtomicU64,
+    pub(crate) reconnects: AtomicU64,
+    pub(crate) resubscribes: AtomicU64,
+    pub(crate) resubscribe_failed: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Live counters of one Redis connection; cheap to clone. Read them with
+/// [`snapshot`](Self::snapshot). Broadcast-level counters (sent, skipped,
+/// failed, payload bytes) are in [`Broadcaster::stats`](crate::Broadcaster::stats).
+///
+/// ```
+/// let stats = broadcast_core::redis::RedisStats::default();
+/// let s = stats.snapshot();
+/// assert_eq!(s.lagged, 0);
+/// assert_eq!(s.lost(), 0);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct RedisStats {
+    pub(crate) inner: Arc<Counters>,
+}
+
+/// A point-in-time copy of [`RedisStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RedisStatsSnapshot {
+    /// Broadcast requests published to Redis (one per namespace of a broadcast).
+    pub published: u64,
+    /// Publishes that failed or timed out.
+    pub publish_failed: u64,
+    /// Bytes of the published requests (msgpack).
+    pub bytes_published: u64,
+    /// Server broadcasts delivered to this server's sockets only, because
+    /// publishing to the other servers failed.
+    pub local_only: u64,
+    /// Messages received from Redis on the adapter's channels.
+    pub received: u64,
+    /// Bytes of the received messages.
+    pub bytes_received: u64,
+    /// Messages lost because fred's pub/sub buffer overflowed before they
+    /// were read (raise [`RedisConfig::pubsub_buffer`](super::RedisConfig::pubsub_buffer)).
+    /// Any non-zero value means clients missed events.
+    pub lagged: u64,
+    /// Messages dropped because their namespace's adapter had gone away.
+    pub undeliverable: u64,
+    /// Times the connection to a Redis server was re-established.
+    pub reconnects: u64,
+    /// Successful re-subscriptions after a reconnect.
+    pub resubscribes: u64,
+    /// Re-subscriptions that failed (retried until they succeed).
+    pub resubscribe_failed: u64,
+}
+
+impl RedisStatsSnapshot {
+    /// Messages that reached this process but not its sockets.
+    pub fn lost(&self) -> u64 {
+        self.lagged + self.undeliverable
+    }
+}
+
+impl RedisStats {
+    /// The counters now.
+    pub fn snapshot(&self) -> RedisStatsSnapshot {
+        let c = &self.inner;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RedisStatsSnapshot {
+            published: load(&c.published),
+            publish_failed: load(&c.publish_failed),
+            bytes_published: load(&c.bytes_published),
+            local_only: load(&c.local_only),
+            received: load(&c.received),
+            bytes_received: load(&c.bytes_received),
+            lagged: load(&c.lagged),
+            undeliverable: load(&c.undeliverable),
+            reconnects: load(&c.reconnects),
+            resubscribes: load(&c.resubscribes),
+            resubscribe_failed: load(&c.resubscribe_failed),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.inner
+    }
+}
