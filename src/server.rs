@@ -37,4 +37,3 @@ impl Drop for TestServer {
         self.task.abort();
     }
 }
-

@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 use broadcast_core::testing::FakeBroadcaster;
-use broadcast_core::{BroadcastError, BroadcastEvent, Outcome, PayloadError, Resource, Room, SkipReason};
+use broadcast_core::{
+    BroadcastError, BroadcastEvent, Outcome, PayloadError, Resource, Room, SkipReason,
+};
 use serde::Serialize;
 use serde_json::json;
 use std::borrow::Cow;
@@ -110,7 +112,10 @@ impl Resource for ChatResource<'_> {
     async fn dump(&self) -> Result<ChatJson, PayloadError> {
         tokio::task::yield_now().await;
         if self.0.title.is_empty() {
-            return Err(PayloadError::msg(format!("chat {} has no title", self.0.id)));
+            return Err(PayloadError::msg(format!(
+                "chat {} has no title",
+                self.0.id
+            )));
         }
         Ok(ChatJson {
             id: self.0.id,
@@ -178,7 +183,11 @@ fn default_names_follow_fast_app() {
 #[tokio::test]
 async fn template_targets_and_self_payload() {
     let fake = FakeBroadcaster::new();
-    let out = fake.broadcaster().broadcast(UpdateChat { chat: chat() }).await.unwrap();
+    let out = fake
+        .broadcaster()
+        .broadcast(UpdateChat { chat: chat() })
+        .await
+        .unwrap();
     assert!(out.is_delivered());
     fake.assert_broadcast::<UpdateChat>()
         .to_rooms(&["chat|42"])
@@ -199,7 +208,11 @@ async fn default_room_is_the_event_name() {
 #[tokio::test]
 async fn lists_mix_templates_rooms_and_namespaces_deduplicated() {
     let fake = FakeBroadcaster::new();
-    let out = fake.broadcaster().broadcast(ChatDeleted { chat: chat() }).await.unwrap();
+    let out = fake
+        .broadcaster()
+        .broadcast(ChatDeleted { chat: chat() })
+        .await
+        .unwrap();
     let targets = out.targets().unwrap();
     // chat|42 named twice (template and typed room) counts once.
     assert_eq!(targets.len(), 3);
@@ -213,7 +226,10 @@ async fn lists_mix_templates_rooms_and_namespaces_deduplicated() {
 async fn typed_room_keeps_its_namespace_over_the_events() {
     let fake = FakeBroadcaster::new();
     fake.broadcaster()
-        .broadcast(Typing { chat_id: 1, who: "a".into() })
+        .broadcast(Typing {
+            chat_id: 1,
+            who: "a".into(),
+        })
         .await
         .unwrap();
     // ChatRoom lives in `/`; the event's `/live` applies to plain strings only.
@@ -225,7 +241,10 @@ async fn when_false_sends_nothing_sync_and_async() {
     let fake = FakeBroadcaster::new();
     let b = fake.broadcaster();
     let out = b
-        .broadcast(Announcement { public: false, text: "x".into() })
+        .broadcast(Announcement {
+            public: false,
+            text: "x".into(),
+        })
         .await
         .unwrap();
     assert_eq!(out, Outcome::Skipped(SkipReason::When));
@@ -233,7 +252,12 @@ async fn when_false_sends_nothing_sync_and_async() {
     assert_eq!(out, Outcome::Skipped(SkipReason::When));
     fake.assert_nothing_broadcast();
     b.broadcast(GuardedAsync { allow: true }).await.unwrap();
-    b.broadcast(Announcement { public: true, text: "x".into() }).await.unwrap();
+    b.broadcast(Announcement {
+        public: true,
+        text: "x".into(),
+    })
+    .await
+    .unwrap();
     fake.assert_broadcast_times::<GuardedAsync>(1);
     fake.assert_broadcast_times::<Announcement>(1);
     assert_eq!(b.stats().skipped, 2);
@@ -261,8 +285,18 @@ async fn failing_resource_names_the_event() {
     let fake = FakeBroadcaster::new();
     let mut c = chat();
     c.title.clear();
-    let err = fake.broadcaster().broadcast(ChatLoaded { chat: c }).await.unwrap_err();
-    assert!(matches!(err, BroadcastError::Payload { event: "chat_loaded", .. }));
+    let err = fake
+        .broadcaster()
+        .broadcast(ChatLoaded { chat: c })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        BroadcastError::Payload {
+            event: "chat_loaded",
+            ..
+        }
+    ));
     assert_eq!(
         err.to_string(),
         "event `chat_loaded`: building the payload failed: chat 42 has no title"
@@ -287,7 +321,16 @@ async fn bad_dynamic_targets_are_errors_not_panics() {
         (vec!["r".repeat(300)], "300 bytes"),
     ] {
         let err = b.broadcast(Dynamic { rooms }).await.unwrap_err();
-        assert!(matches!(err, BroadcastError::InvalidTarget { event: "dynamic", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                BroadcastError::InvalidTarget {
+                    event: "dynamic",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains(want), "{err}");
     }
     let out = b.broadcast(Dynamic { rooms: vec![] }).await.unwrap();
@@ -305,13 +348,21 @@ async fn bad_except_is_an_error() {
         .except_socket_id("")
         .await
         .unwrap_err();
-    assert!(matches!(err, BroadcastError::InvalidExcept { event: "update_chat", .. }));
+    assert!(matches!(
+        err,
+        BroadcastError::InvalidExcept {
+            event: "update_chat",
+            ..
+        }
+    ));
 }
 
 #[tokio::test]
 async fn payload_size_limit() {
     let fake = FakeBroadcaster::new();
-    let big = Big { blob: "x".repeat(2 * 1024 * 1024) };
+    let big = Big {
+        blob: "x".repeat(2 * 1024 * 1024),
+    };
     let err = fake.broadcaster().broadcast(big).await.unwrap_err();
     match err {
         BroadcastError::PayloadTooLarge { event, size, limit } => {
@@ -334,7 +385,10 @@ async fn u128_serializes_through_serde_json() {
     // serde_json handles u128 (socketioxide's own encoder would refuse it);
     // we serialize first, so the transport only copies bytes.
     let fake = FakeBroadcaster::new();
-    fake.broadcaster().broadcast(Huge { n: u128::MAX }).await.unwrap();
+    fake.broadcaster()
+        .broadcast(Huge { n: u128::MAX })
+        .await
+        .unwrap();
     assert_eq!(
         fake.assert_broadcast::<Huge>().raw,
         format!(r#"{{"n":{}}}"#, u128::MAX)
@@ -344,13 +398,23 @@ async fn u128_serializes_through_serde_json() {
 #[tokio::test]
 async fn global_broadcast_without_install_is_an_error_and_scopes_work() {
     // This test binary never calls `install`.
-    let err = broadcast_core::broadcast(UpdateChat { chat: chat() }).await.unwrap_err();
-    assert!(matches!(err, BroadcastError::NotInstalled { event: "update_chat" }));
+    let err = broadcast_core::broadcast(UpdateChat { chat: chat() })
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        BroadcastError::NotInstalled {
+            event: "update_chat"
+        }
+    ));
     let fake = FakeBroadcaster::new();
     broadcast_core::with_broadcaster(fake.broadcaster(), async {
-        broadcast_core::broadcast(UpdateChat { chat: chat() }).await.unwrap();
+        broadcast_core::broadcast(UpdateChat { chat: chat() })
+            .await
+            .unwrap();
         // Spawned tasks are outside the scope.
-        let spawned = tokio::spawn(broadcast_core::broadcast(UpdateChat { chat: chat() }).into_future());
+        let spawned =
+            tokio::spawn(broadcast_core::broadcast(UpdateChat { chat: chat() }).into_future());
         assert!(spawned.await.unwrap().is_err());
     })
     .await;

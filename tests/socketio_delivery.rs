@@ -70,10 +70,17 @@ struct Nowhere {
 /// Joins the rooms named in the client's `auth` (`{"rooms": [...]}`) from a
 /// connect middleware, which socketioxide runs before acknowledging the
 /// connect: the client is in its rooms as soon as `connect` returns.
-async fn join_from_auth(s: SocketRef, socketioxide::extract::Data(auth): socketioxide::extract::Data<Value>) -> Result<(), std::convert::Infallible> {
+async fn join_from_auth(
+    s: SocketRef,
+    socketioxide::extract::Data(auth): socketioxide::extract::Data<Value>,
+) -> Result<(), std::convert::Infallible> {
     let rooms: Vec<String> = auth["rooms"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     s.join(rooms);
     Ok(())
@@ -103,7 +110,10 @@ async fn event_reaches_exactly_its_rooms_in_its_namespace() {
 
     let b = Broadcaster::socketio(io);
     let out = b
-        .broadcast(UpdateChat { chat_id: 1, title: "hello".into() })
+        .broadcast(UpdateChat {
+            chat_id: 1,
+            title: "hello".into(),
+        })
         .await
         .unwrap();
     assert_eq!(out.targets().unwrap().room_names(), ["chat|1"]);
@@ -123,10 +133,20 @@ async fn when_false_sends_nothing() {
     let (srv, io) = server().await;
     let mut c = client(&srv, "/", &["chat|1"]).await;
     let b = Broadcaster::socketio(io);
-    b.broadcast(Whisper { chat_id: 1, visible: false }).await.unwrap();
+    b.broadcast(Whisper {
+        chat_id: 1,
+        visible: false,
+    })
+    .await
+    .unwrap();
     c.expect_silence(QUIET).await.unwrap();
     // The same event with `when` true does arrive: the silence above meant something.
-    b.broadcast(Whisper { chat_id: 1, visible: true }).await.unwrap();
+    b.broadcast(Whisper {
+        chat_id: 1,
+        visible: true,
+    })
+    .await
+    .unwrap();
     let got = c.next_event(WAIT).await.unwrap();
     assert_eq!(got.args, [json!({"chat_id": 1, "visible": true})]);
 }
@@ -136,7 +156,10 @@ async fn as_shapes_the_payload() {
     let (srv, io) = server().await;
     let mut c = client(&srv, "/", &["chat|3"]).await;
     Broadcaster::socketio(io)
-        .broadcast(ChatRenamed { chat_id: 3, title: "news".into() })
+        .broadcast(ChatRenamed {
+            chat_id: 3,
+            title: "news".into(),
+        })
         .await
         .unwrap();
     let got = c.next_event(WAIT).await.unwrap();
@@ -150,11 +173,24 @@ async fn a_socket_in_two_targeted_rooms_gets_one_copy() {
     let mut both = client(&srv, "/", &["chat|1", "user|7"]).await;
     let mut owner_only = client(&srv, "/", &["user|7"]).await;
     let b = Broadcaster::socketio(io);
-    b.broadcast(ChatPinned { chat_id: 1, owner: 7 }).await.unwrap();
+    b.broadcast(ChatPinned {
+        chat_id: 1,
+        owner: 7,
+    })
+    .await
+    .unwrap();
     assert_eq!(both.next_event(WAIT).await.unwrap().event, "chat_pinned");
-    assert_eq!(owner_only.next_event(WAIT).await.unwrap().event, "chat_pinned");
+    assert_eq!(
+        owner_only.next_event(WAIT).await.unwrap().event,
+        "chat_pinned"
+    );
     // A marker event proves the channel is live; no second copy came before it.
-    b.broadcast(UpdateChat { chat_id: 1, title: "marker".into() }).await.unwrap();
+    b.broadcast(UpdateChat {
+        chat_id: 1,
+        title: "marker".into(),
+    })
+    .await
+    .unwrap();
     assert_eq!(both.next_event(WAIT).await.unwrap().event, "update_chat");
     both.expect_silence(QUIET).await.unwrap();
 }
@@ -166,23 +202,32 @@ async fn except_skips_the_sender() {
     let mut other = client(&srv, "/", &["chat|1"]).await;
     let sid: socketioxide::socket::Sid = sender.sid("/").unwrap().parse().unwrap();
     let b = Broadcaster::socketio(io);
-    b.broadcast(UpdateChat { chat_id: 1, title: "t".into() })
-        .except(sid)
-        .await
-        .unwrap();
+    b.broadcast(UpdateChat {
+        chat_id: 1,
+        title: "t".into(),
+    })
+    .except(sid)
+    .await
+    .unwrap();
     assert_eq!(other.next_event(WAIT).await.unwrap().event, "update_chat");
     sender.expect_silence(QUIET).await.unwrap();
     // By id as text (an `X-Socket-ID` header) and by room.
-    b.broadcast(UpdateChat { chat_id: 1, title: "t".into() })
-        .except_socket_id(other.sid("/").unwrap())
-        .await
-        .unwrap();
+    b.broadcast(UpdateChat {
+        chat_id: 1,
+        title: "t".into(),
+    })
+    .except_socket_id(other.sid("/").unwrap())
+    .await
+    .unwrap();
     assert_eq!(sender.next_event(WAIT).await.unwrap().event, "update_chat");
     other.expect_silence(QUIET).await.unwrap();
-    b.broadcast(UpdateChat { chat_id: 1, title: "t".into() })
-        .except_rooms(["chat|1"])
-        .await
-        .unwrap();
+    b.broadcast(UpdateChat {
+        chat_id: 1,
+        title: "t".into(),
+    })
+    .except_rooms(["chat|1"])
+    .await
+    .unwrap();
     sender.expect_silence(QUIET).await.unwrap();
 }
 
@@ -196,7 +241,10 @@ async fn namespaced_event_goes_to_its_namespace_only() {
         .await
         .unwrap();
     let got = admin.next_event(WAIT).await.unwrap();
-    assert_eq!((got.ns.as_str(), got.event.as_str()), ("/admin", "audit_logged"));
+    assert_eq!(
+        (got.ns.as_str(), got.event.as_str()),
+        ("/admin", "audit_logged")
+    );
     root.expect_silence(QUIET).await.unwrap();
 }
 
@@ -208,7 +256,11 @@ async fn unknown_namespace_is_a_typed_error() {
         .await
         .unwrap_err();
     match &err {
-        BroadcastError::Transport { event, namespace, source } => {
+        BroadcastError::Transport {
+            event,
+            namespace,
+            source,
+        } => {
             assert_eq!(*event, "nowhere");
             assert!(namespace.contains("/missing"), "{namespace}");
             assert!(matches!(source, TransportError::UnknownNamespace(ns) if ns == "/missing"));
@@ -224,7 +276,11 @@ async fn installed_broadcaster_serves_broadcast_from_spawned_tasks() {
     let mut c = client(&srv, "/", &["chat|9"]).await;
     broadcast_core::install(Broadcaster::socketio(io)).unwrap();
     let task = tokio::spawn(async {
-        broadcast_core::broadcast(UpdateChat { chat_id: 9, title: "from a task".into() }).await
+        broadcast_core::broadcast(UpdateChat {
+            chat_id: 9,
+            title: "from a task".into(),
+        })
+        .await
     });
     assert!(task.await.unwrap().unwrap().is_delivered());
     let got = c.next_event(WAIT).await.unwrap();

@@ -33,7 +33,10 @@ pub struct Target {
 
 impl Target {
     /// A target from a namespace and a room.
-    pub fn new(namespace: impl Into<Cow<'static, str>>, room: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        namespace: impl Into<Cow<'static, str>>,
+        room: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             namespace: namespace.into(),
             room: room.into(),
@@ -409,7 +412,12 @@ mod tests {
     #[test]
     fn lists_are_flattened_and_deduplicated_in_order() {
         let got = collect(
-            (vec!["b", "a", "b"], ChatRoom(1), [ChatRoom(1), ChatRoom(2)], AdminRoom),
+            (
+                vec!["b", "a", "b"],
+                ChatRoom(1),
+                [ChatRoom(1), ChatRoom(2)],
+                AdminRoom,
+            ),
             "/",
         );
         assert_eq!(got, ["/#b", "/#a", "/#chat|1", "/#chat|2", "/admin#admins"]);
@@ -442,7 +450,10 @@ mod tests {
 
         let mut t = Targets::new();
         t.push("admin", "r");
-        assert_eq!(t.validate().unwrap_err().1, TargetError::NamespaceWithoutSlash);
+        assert_eq!(
+            t.validate().unwrap_err().1,
+            TargetError::NamespaceWithoutSlash
+        );
     }
 
     #[test]
@@ -455,9 +466,18 @@ mod tests {
         ));
         assert!(validate_room("emoji 🎉 and spaces").is_ok());
         assert_eq!(validate_namespace("/"), Ok(()));
-        assert_eq!(validate_namespace(""), Err(TargetError::Empty(NameKind::Namespace)));
-        assert_eq!(validate_namespace("/a#b"), Err(TargetError::NamespaceCharacter('#')));
-        assert_eq!(validate_namespace("/a,b"), Err(TargetError::NamespaceCharacter(',')));
+        assert_eq!(
+            validate_namespace(""),
+            Err(TargetError::Empty(NameKind::Namespace))
+        );
+        assert_eq!(
+            validate_namespace("/a#b"),
+            Err(TargetError::NamespaceCharacter('#'))
+        );
+        assert_eq!(
+            validate_namespace("/a,b"),
+            Err(TargetError::NamespaceCharacter(','))
+        );
         assert_eq!(
             validate_namespace("/a\tb"),
             Err(TargetError::ControlCharacter(NameKind::Namespace))

@@ -77,7 +77,10 @@ impl Recorded {
             self.targets.contains(namespace, room),
             "`{}` was not broadcast to `{namespace}#{room}`; targets: {:?}",
             self.event,
-            self.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>()
+            self.targets
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
         );
         self
     }

@@ -29,7 +29,10 @@ impl EventAttrs {
         let mut out = EventAttrs::default();
         for attr in attrs.iter().filter(|a| a.path().is_ident("broadcast")) {
             if let syn::Meta::Path(_) = attr.meta {
-                cx.error_spanned_by(attr, format!("expected `#[broadcast(...)]` with one of: {KEYS}"));
+                cx.error_spanned_by(
+                    attr,
+                    format!("expected `#[broadcast(...)]` with one of: {KEYS}"),
+                );
                 continue;
             }
             let result = attr.parse_nested_meta(|meta| {
@@ -45,13 +48,18 @@ impl EventAttrs {
                         let lit = lit_str(&meta)?;
                         match lit.parse::<syn::Path>() {
                             Ok(path) => set(cx, &mut out.krate, key, path),
-                            Err(_) => cx.error_spanned_by(&lit, "expected a path like `crate = \"::my::broadcast_core\"`"),
+                            Err(_) => cx.error_spanned_by(
+                                &lit,
+                                "expected a path like `crate = \"::my::broadcast_core\"`",
+                            ),
                         }
                     }
                     _ => {
                         cx.error_spanned_by(
                             &key,
-                            format!("unknown broadcast attribute `{ident}`; expected one of: {KEYS}"),
+                            format!(
+                                "unknown broadcast attribute `{ident}`; expected one of: {KEYS}"
+                            ),
                         );
                         skip_value(&meta)?;
                     }
@@ -102,10 +110,10 @@ fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
         meta.input.step(|cursor| {
             let mut rest = *cursor;
             while let Some((tt, next)) = rest.token_tree() {
-                if let proc_macro2::TokenTree::Punct(p) = &tt {
-                    if p.as_char() == ',' {
-                        break;
-                    }
+                if let proc_macro2::TokenTree::Punct(p) = &tt
+                    && p.as_char() == ','
+                {
+                    break;
                 }
                 rest = next;
             }

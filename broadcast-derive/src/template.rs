@@ -24,7 +24,11 @@ pub fn parse(template: &str) -> Result<Vec<Piece>, String> {
                 chars.next();
                 text.push('}');
             }
-            '}' => return Err("unmatched `}` in room template; write `}}` for a literal brace".into()),
+            '}' => {
+                return Err(
+                    "unmatched `}` in room template; write `}}` for a literal brace".into(),
+                );
+            }
             '{' => {
                 let mut field = String::new();
                 loop {
@@ -32,7 +36,10 @@ pub fn parse(template: &str) -> Result<Vec<Piece>, String> {
                         Some('}') => break,
                         Some(c) => field.push(c),
                         None => {
-                            return Err("unclosed `{` in room template; write `{{` for a literal brace".into());
+                            return Err(
+                                "unclosed `{` in room template; write `{{` for a literal brace"
+                                    .into(),
+                            );
                         }
                     }
                 }
@@ -79,7 +86,10 @@ mod tests {
             parse("chat|{chat.id}").unwrap(),
             [Piece::Text("chat|".into()), f(&["chat", "id"])]
         );
-        assert_eq!(parse("{0}|{1}").unwrap(), [f(&["0"]), Piece::Text("|".into()), f(&["1"])]);
+        assert_eq!(
+            parse("{0}|{1}").unwrap(),
+            [f(&["0"]), Piece::Text("|".into()), f(&["1"])]
+        );
         assert_eq!(parse("lobby").unwrap(), [Piece::Text("lobby".into())]);
         assert_eq!(parse("a{{b}}").unwrap(), [Piece::Text("a{b}".into())]);
     }

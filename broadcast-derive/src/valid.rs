@@ -34,7 +34,10 @@ pub fn event<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: EventAttrs) -> Event<
             None
         }
         Data::Union(u) => {
-            cx.error_spanned_by(u.union_token, "`BroadcastEvent` can only be derived for structs, not unions");
+            cx.error_spanned_by(
+                u.union_token,
+                "`BroadcastEvent` can only be derived for structs, not unions",
+            );
             None
         }
     };
@@ -76,7 +79,10 @@ pub fn event<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: EventAttrs) -> Event<
         let items: Vec<Expr> = match a.value {
             Expr::Array(arr) => {
                 if arr.elems.is_empty() {
-                    cx.error_spanned_by(&arr, "`on = []` names no room; remove `on` to use the default room");
+                    cx.error_spanned_by(
+                        &arr,
+                        "`on = []` names no room; remove `on` to use the default room",
+                    );
                 }
                 arr.elems.into_iter().collect()
             }
@@ -182,7 +188,9 @@ fn check_field(cx: &Ctxt, lit: &LitStr, fields: &Fields, first: &str) {
         };
         cx.error_spanned_by(
             lit,
-            format!("room template refers to `{first}`, which is not a field of this struct; {list}"),
+            format!(
+                "room template refers to `{first}`, which is not a field of this struct; {list}"
+            ),
         );
     }
 }
