@@ -38,9 +38,11 @@ pub mod event;
 pub mod join;
 pub mod registry;
 pub mod room;
+pub mod schema;
 pub mod target;
 pub mod testing;
 pub mod transport;
+pub mod typescript;
 
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -55,6 +57,7 @@ pub use broadcaster::{
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};
 pub use event::{BroadcastEvent, PayloadError, Resource};
 pub use room::Room;
+pub use room::{Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
 pub use target::{IntoTargets, Target, TargetError, Targets};
 
 /// `#[derive(BroadcastEvent)]`: see the `broadcast-derive` crate docs.
@@ -69,6 +72,10 @@ pub use broadcast_derive::Room;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::kind::{FutureKind, PlainKind, ResourceKind, ValueKind};
+    pub use crate::schema::{NoSchemaKind, SchemaKind, SchemaProbe};
+    pub use serde_json::Value;
+    pub use std::option::Option;
+    pub use crate::join::derive_support as room;
     pub use inventory;
     pub use serde::Serialize;
     pub use std::borrow::Cow;

@@ -6,13 +6,18 @@
 //! use broadcast_core::{BroadcastEvent, registry};
 //!
 //! #[derive(serde::Serialize, BroadcastEvent)]
-//! #[broadcast(on = "chat|{chat_id}")]
-//! struct MessagePosted { chat_id: u64 }
+//! #[broadcast(on = "archive|{chat_id}")]
+//! struct ChatArchived { chat_id: u64 }
 //!
-//! let e = registry::events().find(|e| e.name == "message_posted").unwrap();
-//! assert_eq!(e.rooms, ["chat|{chat_id}"]);
-//! registry::validate().unwrap();
+//! let e = registry::events().find(|e| e.name == "chat_archived").unwrap();
+//! assert_eq!(e.rooms, ["archive|{chat_id}"]);
 //! println!("{}", registry::listing());
+//! // Two types sharing one event name in one namespace would be reported here.
+//! if let Err(problems) = registry::validate() {
+//!     for p in problems {
+//!         eprintln!("{p}");
+//!     }
+//! }
 //! ```
 
 use std::collections::BTreeMap;
@@ -21,7 +26,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 /// What the registry knows of one event type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct EventDescriptor {
     /// Socket.IO event name.
     pub name: &'static str,
@@ -41,6 +46,10 @@ pub struct EventDescriptor {
     pub file: &'static str,
     /// Source line of the declaration.
     pub line: u32,
+    /// The payload's JSON Schema, when its type implements
+    /// `schemars::JsonSchema` and the `schema` feature is on.
+    #[serde(skip)]
+    pub payload_schema: fn() -> Option<serde_json::Value>,
 }
 
 impl EventDescriptor {
@@ -56,7 +65,14 @@ impl EventDescriptor {
             payload: type_name,
             file: "",
             line: 0,
+            payload_schema: crate::schema::no_schema,
         }
+    }
+
+    /// Sets the function that returns the payload's JSON Schema.
+    pub const fn payload_schema(mut self, schema: fn() -> Option<serde_json::Value>) -> Self {
+        self.payload_schema = schema;
+        self
     }
 
     /// Sets the room templates.
@@ -72,7 +88,12 @@ impl EventDescriptor {
     }
 
     /// Sets where the type is declared (`module_path!()`, `file!()`, `line!()`).
-    pub const fn source(mut self, module_path: &'static str, file: &'static str, line: u32) -> Self {
+    pub const fn source(
+        mut self,
+        module_path: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
         self.module_path = module_path;
         self.file = file;
         self.line = line;
@@ -146,7 +167,12 @@ impl RoomDescriptor {
     }
 
     /// Sets where the type is declared.
-    pub const fn source(mut self, module_path: &'static str, file: &'static str, line: u32) -> Self {
+    pub const fn source(
+        mut self,
+        module_path: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
         self.module_path = module_path;
         self.file = file;
         self.line = line;
@@ -223,7 +249,10 @@ pub fn validate() -> Result<(), Vec<RegistryError>> {
         by_key
             .entry((r.namespace, r.key))
             .or_default()
-            .push(format!("{}::{} ({}:{})", r.module_path, r.type_name, r.file, r.line));
+            .push(format!(
+                "{}::{} ({}:{})",
+                r.module_path, r.type_name, r.file, r.line
+            ));
     }
     for ((namespace, key), types) in by_key {
         if types.len() > 1 {
@@ -234,7 +263,11 @@ pub fn validate() -> Result<(), Vec<RegistryError>> {
             });
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// A serializable snapshot of the registry, for tooling (`GET /events`).
@@ -281,14 +314,21 @@ pub fn listing() -> String {
             ]
         })
         .collect();
-    table(&mut out, ["EVENT", "NAMESPACE", "ROOMS", "PAYLOAD", "TYPE"], &rows);
+    table(
+        &mut out,
+        ["EVENT", "NAMESPACE", "ROOMS", "PAYLOAD", "TYPE"],
+        &rows,
+    );
     let _ = writeln!(out, "rooms ({}):", rooms.len());
     let rows: Vec<[String; 5]> = rooms
         .iter()
         .map(|r| {
             let targeted_by: Vec<&str> = events
                 .iter()
-                .filter(|e| e.room_keys().any(|k| k == r.key))
+                .filter(|e| {
+                    e.room_keys().any(|k| k == r.key)
+                        || e.rooms.iter().any(|expr| names_type(expr, r.type_name))
+                })
                 .map(|e| e.name)
                 .collect();
             [
@@ -306,6 +346,14 @@ pub fn listing() -> String {
         &rows,
     );
     out
+}
+
+/// Whether an `on = ...` expression mentions the room type `type_name`
+/// (`ChatRoom(self.chat_id)`), so typed-room targets are cross-referenced
+/// like templates.
+fn names_type(expr: &str, type_name: &str) -> bool {
+    expr.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| word == type_name)
 }
 
 fn table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N]]) {

@@ -20,9 +20,10 @@ pub struct EventAttrs {
     pub name: Option<Attr<LitStr>>,
     pub namespace: Option<Attr<LitStr>>,
     pub krate: Option<Attr<syn::Path>>,
+    pub payload: Option<Attr<syn::Type>>,
 }
 
-const KEYS: &str = "on, as, when, name, namespace, crate";
+const KEYS: &str = "on, as, when, name, namespace, payload, crate";
 
 impl EventAttrs {
     pub fn parse(cx: &Ctxt, attrs: &[syn::Attribute]) -> Self {
@@ -44,6 +45,7 @@ impl EventAttrs {
                     "when" => set(cx, &mut out.when, key, meta.value()?.parse()?),
                     "name" => set(cx, &mut out.name, key, lit_str(&meta)?),
                     "namespace" => set(cx, &mut out.namespace, key, lit_str(&meta)?),
+                    "payload" => set(cx, &mut out.payload, key, meta.value()?.parse()?),
                     "crate" => {
                         let lit = lit_str(&meta)?;
                         match lit.parse::<syn::Path>() {

@@ -93,6 +93,25 @@ pub fn event(ev: &Event) -> TokenStream {
         Some(e) => source_text(e),
     };
     let type_name = ident.to_string();
+    let schema = match &ev.payload_ty {
+        Some(ty) => {
+            // `Self` is not in scope outside the impl.
+            let ty = if matches!(ty, syn::Type::Path(p) if p.path.is_ident("Self")) {
+                quote!(#ident)
+            } else {
+                quote!(#ty)
+            };
+            quote! {{
+                fn __broadcast_payload_schema() -> #p::Option<#p::Value> {
+                    #[allow(unused_imports)]
+                    use #p::{NoSchemaKind as _, SchemaKind as _};
+                    (&#p::SchemaProbe::<#ty>::new()).__broadcast_schema()
+                }
+                __broadcast_payload_schema
+            }}
+        }
+        None => quote!(#krate::schema::no_schema),
+    };
 
     quote! {
         #[doc(hidden)]
@@ -120,6 +139,7 @@ pub fn event(ev: &Event) -> TokenStream {
                 )
                 .rooms(&[#(#templates),*])
                 .payload(#payload)
+                .payload_schema(#schema)
                 .source(::core::module_path!(), ::core::file!(), ::core::line!())
             }
         };

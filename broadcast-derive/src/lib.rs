@@ -14,6 +14,7 @@
 //! | `when = path` | send only if `path(self)` is true; sync or async |
 //! | `name = "chat.updated"` | the event name (default: the type name in snake_case, minus one trailing `_event`) |
 //! | `namespace = "/admin"` | the namespace of plain room strings (default `/`) |
+//! | `payload = Type` | with `as`: the payload's type, so clients get its schema (without `as` it is the event type) |
 //! | `crate = "::path::to::broadcast_core"` | where `broadcast_core` is, if renamed |
 //!
 //! Without `on` the event goes to one room named after it; without `as` the

@@ -16,6 +16,9 @@ pub struct Event<'a> {
     pub on: Option<Vec<OnItem>>,
     pub as_: Option<Expr>,
     pub when: Option<Expr>,
+    /// The payload type, for its schema: `Self` without `as`, else what
+    /// `payload = Type` names (unknown otherwise).
+    pub payload_ty: Option<syn::Type>,
 }
 
 pub enum OnItem {
@@ -103,6 +106,11 @@ pub fn event<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: EventAttrs) -> Event<
             .collect()
     });
 
+    let payload_ty = match (&attrs.as_, attrs.payload) {
+        (_, Some(p)) => Some(p.value),
+        (None, None) => Some(syn::parse_quote!(Self)),
+        (Some(_), None) => None,
+    };
     Event {
         input,
         krate,
@@ -111,6 +119,7 @@ pub fn event<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: EventAttrs) -> Event<
         on,
         as_: attrs.as_.map(|a| a.value),
         when: attrs.when.map(|a| a.value),
+        payload_ty,
     }
 }
 

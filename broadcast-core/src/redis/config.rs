@@ -4,27 +4,51 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use fred::prelude::{
-    Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, RespVersion, Server,
-    ServerConfig,
+    Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, Server, ServerConfig,
 };
+use fred::types::RespVersion;
 
 use super::error::RedisError;
 
 /// The environment variable [`RedisConfig::from_env`] reads.
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::REDIS_URL_ENV, "REDIS_URL");
+/// ```
 pub const REDIS_URL_ENV: &str = "REDIS_URL";
 /// Default channel prefix; the same as socketioxide-redis, so servers set up
 /// without this crate interoperate.
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::DEFAULT_PREFIX, "socket.io");
+/// ```
 pub const DEFAULT_PREFIX: &str = "socket.io";
 /// Default bound on one Redis command (publish, subscribe).
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::DEFAULT_COMMAND_TIMEOUT.as_secs(), 2);
+/// ```
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Default capacity of fred's pub/sub broadcast channel (fred's own default
 /// is 32, which loses messages under bursts).
+///
+/// ```
+/// assert!(broadcast_core::redis::DEFAULT_PUBSUB_BUFFER > 32);
+/// ```
 pub const DEFAULT_PUBSUB_BUFFER: usize = 8192;
 /// Default capacity of each adapter channel between the Redis reader and a
 /// namespace (socketioxide-redis's default is 1024).
+///
+/// ```
+/// assert!(broadcast_core::redis::DEFAULT_ADAPTER_BUFFER > 1024);
+/// ```
 pub const DEFAULT_ADAPTER_BUFFER: usize = 65_536;
 /// Default number of packets buffered per socket before socketioxide refuses
 /// to emit to it (socketioxide's default is 128).
+///
+/// ```
+/// assert!(broadcast_core::redis::DEFAULT_SOCKET_BUFFER > 128);
+/// ```
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
 
 /// How to reach Redis and how the connection behaves: servers (one URL, a
@@ -74,9 +98,8 @@ impl RedisConfig {
     /// # Ok::<(), broadcast_core::redis::RedisError>(())
     /// ```
     pub fn from_env() -> Result<Self, RedisError> {
-        let value = std::env::var(REDIS_URL_ENV).map_err(|_| RedisError::MissingEnv {
-            var: REDIS_URL_ENV,
-        })?;
+        let value = std::env::var(REDIS_URL_ENV)
+            .map_err(|_| RedisError::MissingEnv { var: REDIS_URL_ENV })?;
         if value.contains(',') {
             Self::from_nodes(value.split(',').map(str::trim).filter(|s| !s.is_empty()))
         } else {
@@ -179,19 +202,44 @@ impl RedisConfig {
     /// Channel prefix (default `socket.io`). Servers and workers of one
     /// application must use the same prefix; different applications sharing
     /// a Redis use different ones.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.prefix("shop");
+    /// assert_eq!(c.prefix_str(), "shop");
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
         self.prefix = prefix.into();
         self
     }
 
     /// Upper bound on one Redis command (default 2 s). A broadcast while
-    /// Redis is unreachable fails after at most this long.
+    /// Redis is unreachable fails once this much time has passed. Fred drops
+    /// a command that timed out before it was written, so a failed broadcast
+    /// is not delivered late after Redis comes back.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?
+    ///     .command_timeout(Duration::from_millis(500));
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
     }
 
     /// Upper bound on opening one TCP connection (default 5 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?
+    ///     .connect_timeout(Duration::from_secs(1));
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -214,6 +262,13 @@ impl RedisConfig {
     /// Messages fred holds between the Redis connection and the reader that
     /// hands them to namespaces (default 8192). Overflow loses messages and
     /// is counted in [`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged).
+    /// Fred allocates this many slots for each of its event channels.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.pubsub_buffer(32_768);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn pubsub_buffer(mut self, messages: usize) -> Self {
         self.pubsub_buffer = messages;
         self
@@ -221,47 +276,77 @@ impl RedisConfig {
 
     /// Messages queued per namespace between the Redis reader and the
     /// adapter (default 65 536). When full, the reader waits (and the
-    /// pub/sub buffer absorbs the burst) rather than dropping.
+    /// pub/sub buffer absorbs the burst) rather than dropping. Memory is
+    /// only used by messages actually queued.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.adapter_buffer(1 << 20);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn adapter_buffer(mut self, messages: usize) -> Self {
         self.adapter_buffer = messages;
         self
     }
 
     /// Packets buffered per socket before socketioxide refuses to emit to it
-    /// (default 4096; socketioxide's own default is 128).
+    /// (default 4096; socketioxide's own default is 128). A socket whose
+    /// buffer is full misses events: on the broadcasting server this is
+    /// reported in `Outcome::Delivered::socket_errors`, on the others only
+    /// in socketioxide's logs.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.socket_buffer(16_384);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn socket_buffer(mut self, packets: usize) -> Self {
         self.socket_buffer = packets;
         self
     }
 
-    /// The channel prefix.
+    /// The channel prefix (see the [`prefix`](Self::prefix) example).
     pub fn prefix_str(&self) -> &str {
         &self.prefix
     }
 
-    /// The command timeout.
-    pub fn command_timeout_value(&self) -> Duration {
+    pub(crate) fn command_timeout_value(&self) -> Duration {
         self.command_timeout
     }
 
-    /// The per-socket packet buffer.
-    pub fn socket_buffer_value(&self) -> usize {
+    pub(crate) fn socket_buffer_value(&self) -> usize {
         self.socket_buffer
     }
 
-    /// The per-namespace adapter buffer.
-    pub fn adapter_buffer_value(&self) -> usize {
+    pub(crate) fn adapter_buffer_value(&self) -> usize {
         self.adapter_buffer
     }
 
     /// Whether this is a Redis Cluster configuration.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// assert!(!RedisConfig::from_url("redis://127.0.0.1:7000")?.is_cluster());
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn is_cluster(&self) -> bool {
         self.server.is_clustered()
     }
 
     /// The configured servers as `host:port`, without credentials.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://user:secret@10.0.0.1:7000")?;
+    /// assert_eq!(c.servers(), ["10.0.0.1:7000"]);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
     pub fn servers(&self) -> Vec<String> {
-        self.server.hosts().iter().map(ToString::to_string).collect()
+        self.server
+            .hosts()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     /// The servers as one line for logs and errors.
@@ -276,7 +361,9 @@ impl RedisConfig {
 
     pub(crate) fn validate(&self) -> Result<(), RedisError> {
         if self.pubsub_buffer == 0 {
-            return Err(RedisError::InvalidConfig("pubsub_buffer must be at least 1"));
+            return Err(RedisError::InvalidConfig(
+                "pubsub_buffer must be at least 1",
+            ));
         }
         if self.adapter_buffer == 0 {
             return Err(RedisError::InvalidConfig(
@@ -284,7 +371,9 @@ impl RedisConfig {
             ));
         }
         if self.socket_buffer == 0 {
-            return Err(RedisError::InvalidConfig("socket_buffer must be at least 1"));
+            return Err(RedisError::InvalidConfig(
+                "socket_buffer must be at least 1",
+            ));
         }
         if self.command_timeout.is_zero() {
             return Err(RedisError::InvalidConfig(
@@ -322,7 +411,8 @@ impl RedisConfig {
         // A peer that stops answering (no RST, e.g. a network partition) is
         // dropped and reconnected instead of holding commands forever.
         connection.unresponsive.max_timeout = Some(self.command_timeout.saturating_mul(2));
-        connection.unresponsive.interval = (self.command_timeout / 2).max(Duration::from_millis(10));
+        connection.unresponsive.interval =
+            (self.command_timeout / 2).max(Duration::from_millis(10));
         let mut builder = fred::prelude::Builder::from_config(config);
         builder
             .set_performance_config(performance)
@@ -390,7 +480,10 @@ mod tests {
             .pubsub_buffer(77)
             .command_timeout(Duration::from_millis(300));
         let b = c.fred_builder();
-        assert_eq!(b.get_config().map(|c| c.version.clone()), Some(RespVersion::RESP3));
+        assert_eq!(
+            b.get_config().map(|c| c.version.clone()),
+            Some(RespVersion::RESP3)
+        );
         assert_eq!(b.get_performance_config().broadcast_channel_capacity, 77);
         assert_eq!(
             b.get_performance_config().default_command_timeout,

@@ -13,7 +13,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum RedisError {
     /// The environment variable holding the URL is not set.
-    #[error("environment variable `{var}` is not set (expected a Redis URL or a comma-separated list of cluster nodes)")]
+    #[error(
+        "environment variable `{var}` is not set (expected a Redis URL or a comma-separated list of cluster nodes)"
+    )]
     MissingEnv {
         /// The variable.
         var: &'static str,

@@ -72,6 +72,11 @@ pub struct RedisStatsSnapshot {
 
 impl RedisStatsSnapshot {
     /// Messages that reached this process but not its sockets.
+    ///
+    /// ```
+    /// let s = broadcast_core::redis::RedisStats::default().snapshot();
+    /// assert_eq!(s.lost(), s.lagged + s.undeliverable);
+    /// ```
     pub fn lost(&self) -> u64 {
         self.lagged + self.undeliverable
     }
@@ -79,6 +84,11 @@ impl RedisStatsSnapshot {
 
 impl RedisStats {
     /// The counters now.
+    ///
+    /// ```
+    /// let stats = broadcast_core::redis::RedisStats::default();
+    /// assert_eq!(stats.snapshot().published, 0);
+    /// ```
     pub fn snapshot(&self) -> RedisStatsSnapshot {
         let c = &self.inner;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

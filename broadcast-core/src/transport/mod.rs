@@ -16,6 +16,8 @@ use crate::target::{NamespaceTargets, Targets};
 
 mod socketio;
 pub use socketio::SocketIoTransport;
+#[cfg(feature = "redis")]
+pub(crate) use socketio::classify;
 
 
 /// A boxed, `Send` future, as transports return.

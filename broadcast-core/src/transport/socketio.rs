@@ -83,7 +83,10 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
 
 /// Sorts socketioxide's error: per-socket write failures are counted (a
 /// socket closing mid-broadcast is normal), everything else is a failure.
-fn classify(e: SioBroadcastError, report: &mut DeliveryReport) -> Result<(), TransportError> {
+pub(crate) fn classify(
+    e: SioBroadcastError,
+    report: &mut DeliveryReport,
+) -> Result<(), TransportError> {
     match e {
         SioBroadcastError::Socket(errors) => {
             tracing::debug!(count = errors.len(), "some sockets could not be written to");

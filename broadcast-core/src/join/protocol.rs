@@ -1,0 +1,494 @@
+//! The join/leave protocol on one socket: the handlers registered before
+//! the client is told it is connected, and the replies they send.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::json;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{AckSender, Event, TryData};
+use socketioxide::handler::{ConnectMiddleware, FromConnectParts, FromMessage, FromMessageParts, Value};
+use socketioxide::socket::Socket;
+
+use super::{Handshake, JoinContext, RoomEntry, RoomsInner};
+use crate::room::{Authorization, RoomDataError};
+
+/// The event a client gets after joining: `{"room": "<name>"}`.
+pub const JOINED_EVENT: &str = "joined";
+/// The event a client gets after leaving a room it was in: `{"room": "<name>"}`.
+pub const LEFT_EVENT: &str = "left";
+/// The event a client gets when a join or leave fails: the
+/// [`JoinError::payload`].
+pub const ERROR_EVENT: &str = "error";
+
+/// Longest client-provided text (an unknown key) echoed back.
+const MAX_ECHO: usize = 64;
+
+/// Why a join or leave was refused. Every variant names the room key or the
+/// room; [`payload`](Self::payload) is what the client receives.
+///
+/// ```
+/// use broadcast_core::join::JoinError;
+/// let e = JoinError::Forbidden { room: "chat|1".into() };
+/// assert_eq!(e.payload(), serde_json::json!({"type": "forbidden", "room": "chat|1"}));
+/// let e = JoinError::TooManyRooms { room: "chat|1".into(), limit: 128 };
+/// assert_eq!(e.payload()["type"], "validation_error");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// No room type has this key in any namespace.
+    #[error("unknown room key `{key}`")]
+    UnknownKey {
+        /// The key the client used (truncated).
+        key: String,
+    },
+    /// The room key exists, but in another namespace.
+    #[error("room `{key}` is in namespace `{namespace}`; join it there")]
+    WrongNamespace {
+        /// Room key.
+        key: String,
+        /// The namespace the room lives in.
+        namespace: &'static str,
+    },
+    /// The event carrying the join data is larger than the limit.
+    #[error("the data for room `{key}` is {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// Room key.
+        key: &'static str,
+        /// Size of the encoded event.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The event's data could not be decoded as JSON.
+    #[error("the data for room `{key}` could not be decoded: {msg}")]
+    Undecodable {
+        /// Room key.
+        key: &'static str,
+        /// The decoder's message.
+        msg: String,
+    },
+    /// The data does not describe a room of that key.
+    #[error(transparent)]
+    Data(#[from] RoomDataError),
+    /// The authorizer said the request makes no sense.
+    #[error("{msg}")]
+    Invalid {
+        /// The room.
+        room: String,
+        /// The authorizer's message.
+        msg: String,
+    },
+    /// The authorizer refused, or the socket is anonymous and the room is
+    /// not public.
+    #[error("joining `{room}` is forbidden")]
+    Forbidden {
+        /// The room.
+        room: String,
+    },
+    /// The socket is already in the maximum number of rooms.
+    #[error("cannot join `{room}`: a socket can be in at most {limit} rooms")]
+    TooManyRooms {
+        /// The room.
+        room: String,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The socket disconnected while its join was handled; it was not left
+    /// in the room.
+    #[error("the socket disconnected while joining `{room}`")]
+    Disconnected {
+        /// The room.
+        room: String,
+    },
+}
+
+impl JoinError {
+    /// The fast_app-compatible `error` payload:
+    /// `{"type": "forbidden", "room": "<name>"}` for [`Forbidden`](Self::Forbidden),
+    /// otherwise `{"type": "validation_error", "msg": "...", "key": "<key>"}`
+    /// (plus `"room"` when the room is known).
+    pub fn payload(&self) -> serde_json::Value {
+        match self {
+            Self::Forbidden { room } => json!({"type": "forbidden", "room": room}),
+            other => {
+                let mut v = json!({"type": "validation_error", "msg": other.to_string()});
+                if let Some(key) = other.key() {
+                    v["key"] = key.into();
+                }
+                if let Some(room) = other.room() {
+                    v["room"] = room.into();
+                }
+                v
+            }
+        }
+    }
+
+    /// The room key, when the error has one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::UnknownKey { key } | Self::WrongNamespace { key, .. } => Some(key),
+            Self::TooLarge { key, .. } | Self::Undecodable { key, .. } => Some(key),
+            Self::Data(e) => Some(e.key()),
+            Self::Invalid { room, .. }
+            | Self::Forbidden { room }
+            | Self::TooManyRooms { room, .. }
+            | Self::Disconnected { room } => room.split('|').next(),
+        }
+    }
+
+    /// The room name, when the data parsed that far.
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { room, .. }
+            | Self::Forbidden { room }
+            | Self::TooManyRooms { room, .. }
+            | Self::Disconnected { room } => Some(room),
+            _ => None,
+        }
+    }
+}
+
+/// What a socket's join handlers share: joins of one socket run
+/// concurrently, and the room limit must hold across them.
+#[derive(Default)]
+pub(crate) struct SocketState {
+    membership: Mutex<()>,
+}
+
+/// The raw event, taken apart by the handler itself: its size must be
+/// checked before anything parses it.
+pub(crate) struct JoinCall<A: Adapter> {
+    socket: Arc<Socket<A>>,
+    value: Value,
+    ack_id: Option<i64>,
+}
+
+impl<A: Adapter> FromMessage<A> for JoinCall<A> {
+    type Error = Infallible;
+    fn from_message(socket: Arc<Socket<A>>, value: Value, ack_id: Option<i64>) -> Result<Self, Infallible> {
+        Ok(Self { socket, value, ack_id })
+    }
+}
+
+impl<A: Adapter> JoinCall<A> {
+    fn ack(&mut self) -> AckSender<A> {
+        let Ok(ack) = AckSender::from_message_parts(&self.socket, &mut self.value, &self.ack_id);
+        ack
+    }
+
+    fn size(&self) -> usize {
+        match &self.value {
+            Value::Str(text, bins) => text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>(),
+            Value::Bytes(b) => b.len(),
+        }
+    }
+
+    /// The first argument of the event, `null` if there is none.
+    fn data(&mut self) -> Result<serde_json::Value, String> {
+        if let Value::Str(text, None) = &self.value {
+            // The common parser's text is the event array itself.
+            let args: Vec<serde_json::Value> = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+            return Ok(args.into_iter().nth(1).unwrap_or(serde_json::Value::Null));
+        }
+        let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(&self.socket, &mut self.value, &self.ack_id);
+        data.map_err(|e| e.to_string())
+    }
+}
+
+/// The connect middleware that makes the join protocol work on a socket.
+/// Get one from [`Rooms::middleware`](super::Rooms::middleware).
+///
+/// socketioxide runs connect middlewares before it acknowledges the
+/// namespace connect, and a client only emits after that acknowledgement, so
+/// handlers registered here see every join, even one emitted the instant the
+/// client is connected. (Handlers registered in the connect *handler* can
+/// miss it: that handler is spawned after the acknowledgement.)
+#[derive(Clone)]
+pub struct RoomsMiddleware {
+    pub(crate) inner: Arc<RoomsInner>,
+}
+
+impl fmt::Debug for RoomsMiddleware {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoomsMiddleware").finish_non_exhaustive()
+    }
+}
+
+type MiddlewareResult = Result<(), Box<dyn fmt::Display + Send>>;
+
+impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
+    fn call<'a>(
+        &'a self,
+        socket: Arc<Socket<A>>,
+        auth: &'a Option<Value>,
+    ) -> impl Future<Output = MiddlewareResult> + Send {
+        async move {
+            if let Some(authenticate) = &self.inner.authenticator {
+                let Ok(TryData(payload)) = TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
+                let handshake = Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
+                match authenticate(handshake).await {
+                    Ok(Some(identity)) => {
+                        socket.extensions.insert(identity);
+                    }
+                    Ok(None) => {}
+                    Err(msg) => {
+                        tracing::debug!(target: "broadcast::rooms", ns = socket.ns(), sid = %socket.id, %msg, "connect refused by the authenticator");
+                        return Err(Box::new(msg) as Box<dyn fmt::Display + Send>);
+                    }
+                }
+            }
+            install(&self.inner, &socket);
+            Ok(())
+        }
+    }
+}
+
+fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
+    let state = Arc::new(SocketState::default());
+    for room in inner.rooms_in(socket.ns()) {
+        let entry = room.entry;
+        let (rooms, st) = (inner.clone(), state.clone());
+        socket.on(room.join_event.clone(), move |call: JoinCall<A>| on_join(rooms, st, entry, call));
+        let (rooms, st) = (inner.clone(), state.clone());
+        socket.on(room.leave_event.clone(), move |call: JoinCall<A>| on_leave(rooms, st, entry, call));
+    }
+    let rooms = inner.clone();
+    socket.on_fallback(move |call: JoinCall<A>| on_other(rooms, call));
+}
+
+async fn on_join<A: Adapter>(
+    rooms: Arc<RoomsInner>,
+    state: Arc<SocketState>,
+    entry: &'static RoomEntry,
+    mut call: JoinCall<A>,
+) {
+    let ack = call.ack();
+    if !wait_connected(&call.socket).await {
+        return;
+    }
+    let socket = call.socket.clone();
+    let result = join(&rooms, &state, entry, call).await;
+    reply(&socket, ack, JOINED_EVENT, result.map(|room| (room, true)));
+}
+
+async fn on_leave<A: Adapter>(
+    rooms: Arc<RoomsInner>,
+    state: Arc<SocketState>,
+    entry: &'static RoomEntry,
+    mut call: JoinCall<A>,
+) {
+    let ack = call.ack();
+    if !wait_connected(&call.socket).await {
+        return;
+    }
+    let socket = call.socket.clone();
+    let result = leave(&rooms, &state, entry, call).await;
+    reply(&socket, ack, LEFT_EVENT, result);
+}
+
+/// Answers `join_<key>` / `leave_<key>` for keys this namespace does not
+/// have; other unhandled events are left alone (they are the app's).
+async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
+    let Ok(Event(event)) = Event::from_message_parts(&call.socket, &mut call.value, &call.ack_id) else {
+        return;
+    };
+    let Some(key) = event.strip_prefix("join_").or_else(|| event.strip_prefix("leave_")) else {
+        return;
+    };
+    let ack = call.ack();
+    if !wait_connected(&call.socket).await {
+        return;
+    }
+    let error = match rooms.find_key(key) {
+        Some(entry) => JoinError::WrongNamespace {
+            key: entry.key().to_owned(),
+            namespace: entry.namespace(),
+        },
+        None => JoinError::UnknownKey { key: truncate(key) },
+    };
+    reply(&call.socket, ack, JOINED_EVENT, Err(error));
+}
+
+async fn join<A: Adapter>(
+    rooms: &RoomsInner,
+    state: &SocketState,
+    entry: &'static RoomEntry,
+    call: JoinCall<A>,
+) -> Result<String, JoinError> {
+    let socket = call.socket.clone();
+    let room = parse(rooms, entry, call)?;
+    let name = room.name();
+    let limit = rooms.max_rooms_per_socket;
+    // Checked before authorizing too, so a socket at its limit cannot make
+    // the server run authorizers (database queries) for nothing.
+    match membership(&socket, name) {
+        Membership::Member => return Ok(name.to_owned()),
+        Membership::NotMember { rooms } if rooms >= limit => {
+            return Err(JoinError::TooManyRooms {
+                room: name.to_owned(),
+                limit,
+            });
+        }
+        Membership::NotMember { .. } => {}
+    }
+    let ctx = JoinContext::for_socket(&socket);
+    if !entry.public() && !ctx.is_authenticated() {
+        return Err(JoinError::Forbidden { room: name.to_owned() });
+    }
+    match entry.authorize(&ctx, &room).await {
+        Authorization::Allow => {}
+        Authorization::Forbid => return Err(JoinError::Forbidden { room: name.to_owned() }),
+        Authorization::Invalid(msg) => {
+            return Err(JoinError::Invalid {
+                room: name.to_owned(),
+                msg,
+            });
+        }
+    }
+    {
+        let _guard = state.membership.lock().unwrap_or_else(PoisonError::into_inner);
+        match membership(&socket, name) {
+            Membership::Member => return Ok(name.to_owned()),
+            Membership::NotMember { rooms } if rooms >= limit => {
+                return Err(JoinError::TooManyRooms {
+                    room: name.to_owned(),
+                    limit,
+                });
+            }
+            Membership::NotMember { .. } => socket.join(name.to_owned()),
+        }
+    }
+    // A socket closing concurrently has its rooms cleared once; a join that
+    // lands after that would stay in the adapter forever.
+    if !socket.connected() {
+        socket.leave(name.to_owned());
+        return Err(JoinError::Disconnected { room: name.to_owned() });
+    }
+    entry.on_join(&ctx, &room).await;
+    Ok(name.to_owned())
+}
+
+/// Leaving is always allowed; leaving a room the socket is not in changes
+/// nothing and runs no hook.
+async fn leave<A: Adapter>(
+    rooms: &RoomsInner,
+    state: &SocketState,
+    entry: &'static RoomEntry,
+    call: JoinCall<A>,
+) -> Result<(String, bool), JoinError> {
+    let socket = call.socket.clone();
+    let room = parse(rooms, entry, call)?;
+    let name = room.name();
+    let was_member = {
+        let _guard = state.membership.lock().unwrap_or_else(PoisonError::into_inner);
+        let member = matches!(membership(&socket, name), Membership::Member);
+        if member {
+            socket.leave(name.to_owned());
+        }
+        member
+    };
+    if was_member {
+        let ctx = JoinContext::for_socket(&socket);
+        entry.on_leave(&ctx, &room).await;
+    }
+    Ok((name.to_owned(), was_member))
+}
+
+fn parse<A: Adapter>(
+    rooms: &RoomsInner,
+    entry: &'static RoomEntry,
+    mut call: JoinCall<A>,
+) -> Result<super::ParsedRoom, JoinError> {
+    let size = call.size();
+    if size > rooms.max_join_bytes {
+        return Err(JoinError::TooLarge {
+            key: entry.key(),
+            size,
+            limit: rooms.max_join_bytes,
+        });
+    }
+    let data = call.data().map_err(|msg| JoinError::Undecodable {
+        key: entry.key(),
+        msg,
+    })?;
+    Ok(entry.parse(&data)?)
+}
+
+enum Membership {
+    Member,
+    NotMember { rooms: usize },
+}
+
+fn membership<A: Adapter>(socket: &Socket<A>, name: &str) -> Membership {
+    let rooms = socket.rooms();
+    if rooms.iter().any(|r| r == name) {
+        Membership::Member
+    } else {
+        Membership::NotMember { rooms: rooms.len() }
+    }
+}
+
+/// socketioxide sends the namespace CONNECT packet and only then marks the
+/// socket connected, and `emit` refuses while it is not. A client answering
+/// the CONNECT faster than the server thread gets to that flag would lose
+/// its reply events, so wait (briefly, and only in that window) for it. A
+/// socket still unconnected after that is closing.
+async fn wait_connected<A: Adapter>(socket: &Socket<A>) -> bool {
+    const YIELDS: u32 = 32;
+    const SLEEPS: u32 = 100;
+    for _ in 0..YIELDS {
+        if socket.connected() {
+            return true;
+        }
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..SLEEPS {
+        if socket.connected() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    socket.connected()
+}
+
+/// Sends the event reply (`joined`/`left`, or `error`) and then the ack, so
+/// a client that awaited the ack already has the event.
+fn reply<A: Adapter>(
+    socket: &Socket<A>,
+    ack: AckSender<A>,
+    event: &str,
+    result: Result<(String, bool), JoinError>,
+) {
+    let (event_result, ack_result) = match result {
+        Ok((room, notify)) => {
+            tracing::trace!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %room, event, "ok");
+            let sent = if notify {
+                socket.emit(event, &json!({"room": room}))
+            } else {
+                Ok(())
+            };
+            (sent, ack.send(&json!({"ok": true, "room": room})))
+        }
+        Err(error) => {
+            tracing::debug!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %error, "join/leave refused");
+            let payload = error.payload();
+            let sent = socket.emit(ERROR_EVENT, &payload);
+            (sent, ack.send(&json!({"ok": false, "error": payload})))
+        }
+    };
+    if let Err(e) = event_result.and(ack_result) {
+        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, "reply not sent");
+    }
+}
+
+fn truncate(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
+}

@@ -1,0 +1,508 @@
+//! Publishing broadcasts as socketioxide-redis requests, and the two
+//! transports built on it: the worker's and the server's.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use fred::interfaces::{ClientLike, PubsubInterface};
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide_core::adapter::remote_packet::{RequestOut, RequestTypeOut};
+use socketioxide_core::adapter::{BroadcastFlags, BroadcastOptions};
+use socketioxide_core::packet::Packet;
+use socketioxide_core::parser::Parse;
+use socketioxide_core::{Sid, Str, Uid};
+use socketioxide_parser_common::CommonParser;
+
+use super::error::{PublishError, RedisError};
+use super::stats::{Counters, RedisStats};
+use super::{Client, RedisAdapter, RedisConfig, RedisConnection};
+use crate::error::TransportError;
+use crate::target::NamespaceTargets;
+use crate::transport::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport};
+
+/// socketioxide-redis's channel for requests to every server of a namespace.
+pub(crate) fn request_channel(prefix: &str, namespace: &str) -> String {
+    format!("{prefix}-request#{namespace}#")
+}
+
+/// One broadcast request, encoded exactly as a socketioxide-redis server
+/// encodes its own `sender.broadcast().to(rooms).except(..).emit(event, payload)`.
+pub(crate) fn encode_request(
+    node_id: Uid,
+    group: &NamespaceTargets,
+    except_sockets: &[Sid],
+    except_rooms: &[Cow<'static, str>],
+    event: &str,
+    payload: &RawValue,
+) -> Result<Vec<u8>, TransportError> {
+    // Servers decode with the common (JSON) parser; `&RawValue` goes into
+    // it as its bytes, without a second JSON pass.
+    let value = CommonParser
+        .encode_value(payload, Some(event))
+        .map_err(|e| TransportError::Encode(Box::new(e)))?;
+    let packet = Packet::event(Str::from(group.namespace.to_string()), value);
+    let mut opts = BroadcastOptions::default();
+    opts.rooms.extend(group.rooms.iter().cloned());
+    // As `SocketIoTransport` does: the first excluded socket is the sender
+    // (excluded by id on whichever server holds it), every excluded socket
+    // is also excluded through its id room.
+    opts.sid = except_sockets.first().copied();
+    opts.except.extend(except_rooms.iter().cloned());
+    opts.except
+        .extend(except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
+    if opts.sid.is_some() || !opts.except.is_empty() {
+        opts.add_flag(BroadcastFlags::Broadcast);
+    }
+    let request = RequestOut::new(node_id, RequestTypeOut::Broadcast(&packet), &opts);
+    rmp_serde::to_vec(&request).map_err(|e| TransportError::Encode(Box::new(e)))
+}
+
+/// Publishes encoded requests with any fred client and counts them.
+#[derive(Clone)]
+pub(crate) struct Publisher<C> {
+    client: C,
+    prefix: String,
+    node_id: Uid,
+    timeout: Duration,
+    stats: RedisStats,
+}
+
+impl<C: PubsubInterface + Send + Sync> Publisher<C> {
+    pub(crate) fn new(client: C, config: &RedisConfig, node_id: Uid, stats: RedisStats) -> Self {
+        Self {
+            client,
+            prefix: config.prefix_str().to_owned(),
+            node_id,
+            timeout: config.command_timeout_value(),
+            stats,
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Encodes the request for one namespace: its channel and bytes.
+    pub(crate) fn encode(
+        &self,
+        group: &NamespaceTargets,
+        d: &Delivery<'_>,
+    ) -> Result<(String, Vec<u8>), TransportError> {
+        let bytes = encode_request(
+            self.node_id,
+            group,
+            d.except_sockets,
+            d.except_rooms,
+            d.event,
+            d.payload,
+        )?;
+        Ok((request_channel(&self.prefix, &group.namespace), bytes))
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        channel: String,
+        bytes: Vec<u8>,
+        event: &'static str,
+    ) -> Result<(), PublishError> {
+        let c = self.stats.counters();
+        let len = bytes.len() as u64;
+        // fred enforces the command timeout itself, and skips a timed-out
+        // command it has not written yet, so a failed broadcast does not
+        // go out late after a reconnect. This outer bound only keeps a fred
+        // bug from turning into a hung broadcast.
+        let outer = self.timeout + Duration::from_millis(500);
+        let result = match tokio::time::timeout(
+            outer,
+            self.client.spublish::<i64, _, _>(channel.as_str(), bytes),
+        )
+        .await
+        {
+            Ok(Ok(receivers)) => {
+                Counters::add(&c.published, 1);
+                Counters::add(&c.bytes_published, len);
+                tracing::trace!(%channel, event, receivers, bytes = len, "published");
+                Ok(())
+            }
+            Ok(Err(source)) => Err(PublishError::from_fred(
+                channel.clone(),
+                self.timeout,
+                source,
+            )),
+            Err(_) => Err(PublishError::Timeout {
+                channel: channel.clone(),
+                timeout: self.timeout,
+            }),
+        };
+        if let Err(error) = &result {
+            Counters::add(&c.publish_failed, 1);
+            tracing::warn!(%channel, event, %error, "publishing to Redis failed");
+        }
+        result
+    }
+
+    /// Publishes every request at once, so that a broadcast to several
+    /// namespaces still fails within one command timeout.
+    pub(crate) async fn publish_all(
+        &self,
+        requests: Vec<(NamespaceTargets, String, Vec<u8>)>,
+        event: &'static str,
+    ) -> Vec<(NamespaceTargets, Result<(), PublishError>)> {
+        let futures = requests
+            .into_iter()
+            .map(|(group, channel, bytes)| async move {
+                let result = self.publish(channel, bytes, event).await;
+                (group, result)
+            });
+        futures_util::future::join_all(futures).await
+    }
+}
+
+/// The transport of a worker (a process without a Socket.IO server): each
+/// broadcast is published as a socketioxide-redis request on the
+/// namespace's request channel, and every server delivers it to its own
+/// sockets. Build it with [`RedisTransport::connect`] or [`worker`](super::worker).
+///
+/// Failures are typed: [`TransportError::Timeout`] when Redis did not answer
+/// within the command timeout, [`TransportError::Adapter`] (holding a
+/// [`PublishError`]) when it refused.
+///
+/// ```no_run
+/// use broadcast_core::Broadcaster;
+/// use broadcast_core::redis::{RedisConfig, RedisTransport};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let transport = RedisTransport::connect(&RedisConfig::from_env()?).await?;
+/// let connection = transport.connection();
+/// let broadcaster = Broadcaster::new(transport);
+/// // ... broadcaster.broadcast(event).await?;
+/// connection.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct RedisTransport {
+    publisher: Publisher<fred::clients::Client>,
+    connection: RedisConnection,
+}
+
+impl std::fmt::Debug for RedisTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTransport")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisTransport {
+    /// Connects a plain fred client (RESP3, reconnect policy, command
+    /// timeout from `config`).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), broadcast_core::redis::RedisError> {
+    /// use broadcast_core::redis::{RedisConfig, RedisTransport};
+    /// let transport = RedisTransport::connect(&RedisConfig::from_url("redis://127.0.0.1:7000")?).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+        config.validate()?;
+        let target = config.target();
+        let client = config
+            .fred_builder()
+            .build()
+            .map_err(|source| RedisError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        client.init().await.map_err(|source| RedisError::Connect {
+            target: target.clone(),
+            source,
+        })?;
+        tracing::info!(target = %target, "connected to Redis (worker)");
+        let stats = RedisStats::default();
+        let (closed, _) = tokio::sync::watch::channel(false);
+        let connection = RedisConnection::new(
+            Client::Plain(client.clone()),
+            stats.clone(),
+            std::sync::Arc::new(closed),
+            target,
+            config.command_timeout_value(),
+        );
+        connection.spawn_reconnect_counter();
+        // A fresh node id: servers ignore requests carrying their own.
+        let publisher = Publisher::new(client, config, Uid::new(), stats);
+        Ok(Self {
+            publisher,
+            connection,
+        })
+    }
+
+    /// A handle on the connection: stats and shutdown. Take it before
+    /// handing the transport to a [`Broadcaster`](crate::Broadcaster).
+    ///
+    /// ```no_run
+    /// # async fn f(transport: broadcast_core::redis::RedisTransport) {
+    /// let connection = transport.connection();
+    /// let broadcaster = broadcast_core::Broadcaster::new(transport);
+    /// println!("{:?}", connection.stats());
+    /// # }
+    /// ```
+    pub fn connection(&self) -> RedisConnection {
+        self.connection.clone()
+    }
+}
+
+impl Transport for RedisTransport {
+    fn deliver<'a>(
+        &'a self,
+        d: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
+        Box::pin(async move {
+            let mut requests = Vec::new();
+            for group in d.targets.namespaces() {
+                let (channel, bytes) =
+                    self.publisher
+                        .encode(group, &d)
+                        .map_err(|error| NamespaceFailure {
+                            target: group.clone(),
+                            error,
+                        })?;
+                requests.push((group.clone(), channel, bytes));
+            }
+            let mut report = DeliveryReport::default();
+            let mut first_failure = None;
+            for (group, result) in self.publisher.publish_all(requests, d.event).await {
+                match result {
+                    Ok(()) => report.namespaces += 1,
+                    Err(error) if first_failure.is_none() => {
+                        let error = match error {
+                            PublishError::Timeout { timeout, .. } => {
+                                TransportError::Timeout(timeout)
+                            }
+                            other => TransportError::Adapter(Box::new(other)),
+                        };
+                        first_failure = Some(NamespaceFailure {
+                            target: group,
+                            error,
+                        });
+                    }
+                    Err(_) => {}
+                }
+            }
+            match first_failure {
+                Some(failure) => Err(failure),
+                None => Ok(report),
+            }
+        })
+    }
+}
+
+/// The transport of a server set up by [`server`](super::server): delivers
+/// to this server's sockets first, then publishes the same request
+/// socketioxide-redis would, for the other servers.
+///
+/// When publishing fails (Redis down, timeout) the local sockets have
+/// already received the event and the broadcast returns
+/// [`TransportError::RemoteFailed`]: socketioxide alone would have delivered
+/// to no one.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use broadcast_core::redis::{RedisConfig, server};
+/// let parts = server(RedisConfig::from_env()?).await?;
+/// // `parts.broadcaster` already uses a `RedisServerTransport`.
+/// # Ok(()) }
+/// ```
+pub struct RedisServerTransport {
+    io: SocketIo<RedisAdapter>,
+    publisher: Publisher<fred::clients::SubscriberClient>,
+}
+
+impl std::fmt::Debug for RedisServerTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServerTransport")
+            .field("server_id", &self.io.config().server_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisServerTransport {
+    /// A transport over a server built with the Redis adapter. Publishing
+    /// uses the adapter's own connection. [`server`](super::server) does
+    /// this for you; use it to build the `SocketIo` yourself.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use broadcast_core::redis::*;
+    /// use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
+    /// let config = RedisConfig::from_env()?;
+    /// let (driver, connection) = MeteredFredDriver::connect(&config).await?;
+    /// let ctr = RedisAdapterCtr::new_with_driver(driver.clone(), RedisAdapterConfig::new());
+    /// let (layer, io) = socketioxide::SocketIo::builder()
+    ///     .with_adapter::<RedisAdapter>(ctr)
+    ///     .build_layer();
+    /// let broadcaster = broadcast_core::Broadcaster::new(RedisServerTransport::new(io, &driver, &config));
+    /// # Ok(()) }
+    /// ```
+    pub fn new(
+        io: SocketIo<RedisAdapter>,
+        driver: &super::MeteredFredDriver,
+        config: &RedisConfig,
+    ) -> Self {
+        // The server's own id, so that its adapter ignores the request
+        // when it comes back on the shared channel: local sockets have it.
+        let node_id = io.config().server_id;
+        let publisher = Publisher::new(
+            driver.client().clone(),
+            config,
+            node_id,
+            driver.stats().clone(),
+        );
+        Self { io, publisher }
+    }
+}
+
+impl Transport for RedisServerTransport {
+    fn deliver<'a>(
+        &'a self,
+        d: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
+        Box::pin(async move {
+            let mut report = DeliveryReport::default();
+            let mut first_failure = None;
+            let mut requests = Vec::new();
+            for group in d.targets.namespaces() {
+                let local = match self.io.of(&*group.namespace) {
+                    None => Err(TransportError::UnknownNamespace(
+                        group.namespace.to_string(),
+                    )),
+                    Some(op) => {
+                        // The same exclusion as `SocketIoTransport`, on this
+                        // server's sockets only.
+                        let op = match d.except_sockets.first().and_then(|s| op.get_socket(*s)) {
+                            Some(sender) => sender.broadcast(),
+                            None => op,
+                        };
+                        let mut op = op.local().to(group.rooms.clone());
+                        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
+                        except.extend(d.except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
+                        if !except.is_empty() {
+                            op = op.except(except);
+                        }
+                        op.emit(d.event, d.payload)
+                            .await
+                            .or_else(|e| crate::transport::classify(e, &mut report))
+                    }
+                };
+                let encoded = local.and_then(|()| self.publisher.encode(group, &d));
+                match encoded {
+                    Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
+                    Err(error) => {
+                        if first_failure.is_none() {
+                            first_failure = Some(NamespaceFailure {
+                                target: group.clone(),
+                                error,
+                            });
+                        }
+                    }
+                }
+            }
+            let mut remote_failed = false;
+            for (group, result) in self.publisher.publish_all(requests, d.event).await {
+                match result {
+                    Ok(()) => report.namespaces += 1,
+                    Err(error) => {
+                        remote_failed = true;
+                        if first_failure.is_none() {
+                            first_failure = Some(NamespaceFailure {
+                                target: group,
+                                error: TransportError::RemoteFailed(Box::new(error)),
+                            });
+                        }
+                    }
+                }
+            }
+            if remote_failed {
+                let c = self.publisher.stats.counters();
+                Counters::add(&c.local_only, 1);
+                tracing::warn!(
+                    event = d.event,
+                    timeout = ?self.publisher.timeout(),
+                    "delivered to this server's sockets only: Redis publish failed"
+                );
+            }
+            match first_failure {
+                Some(failure) => Err(failure),
+                None => Ok(report),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use socketioxide_core::adapter::remote_packet::{RequestIn, RequestTypeIn};
+    use socketioxide_core::packet::PacketData;
+
+    use super::*;
+
+    fn group(ns: &'static str, rooms: &[&'static str]) -> NamespaceTargets {
+        NamespaceTargets {
+            namespace: Cow::Borrowed(ns),
+            rooms: rooms.iter().map(|r| Cow::Borrowed(*r)).collect(),
+        }
+    }
+
+    #[test]
+    fn request_decodes_as_a_socketioxide_broadcast() {
+        let payload =
+            serde_json::value::to_raw_value(&serde_json::json!({"chat_id": 7, "text": "hi \"x\""}))
+                .unwrap();
+        let node = Uid::new();
+        let sender = Sid::new();
+        let bytes = encode_request(
+            node,
+            &group("/chat", &["chat|7", "chat|8"]),
+            &[sender],
+            &[Cow::Borrowed("muted")],
+            "message_posted",
+            &payload,
+        )
+        .unwrap();
+        let request: RequestIn = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(request.node_id, node);
+        let opts = request.opts.unwrap();
+        assert_eq!(opts.rooms.as_slice(), ["chat|7", "chat|8"]);
+        assert_eq!(opts.sid, Some(sender));
+        assert_eq!(
+            opts.except.as_slice(),
+            ["muted".to_string(), sender.to_string()]
+        );
+        assert!(opts.has_flag(BroadcastFlags::Broadcast));
+        assert!(!opts.has_flag(BroadcastFlags::Local));
+        let RequestTypeIn::Broadcast(packet) = request.r#type else {
+            panic!("not a broadcast");
+        };
+        assert_eq!(&*packet.ns, "/chat");
+        let PacketData::Event(value, None) = packet.inner else {
+            panic!("not an event: {:?}", packet.inner);
+        };
+        assert_eq!(
+            value.as_str().map(|s| s.to_string()).unwrap(),
+            r#"["message_posted",{"chat_id":7,"text":"hi \"x\""}]"#
+        );
+    }
+
+    #[test]
+    fn no_except_means_no_broadcast_flag() {
+        let payload = serde_json::value::to_raw_value(&1).unwrap();
+        let bytes =
+            encode_request(Uid::new(), &group("/", &["r"]), &[], &[], "e", &payload).unwrap();
+        let request: RequestIn = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(request.opts.unwrap().flags(), 0);
+    }
+
+    #[test]
+    fn channel_matches_socketioxide_redis() {
+        assert_eq!(request_channel("socket.io", "/"), "socket.io-request#/#");
+        assert_eq!(request_channel("app", "/admin"), "app-request#/admin#");
+    }
+}
