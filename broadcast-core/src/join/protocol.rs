@@ -12,6 +12,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, TryData};
 use socketioxide::handler::{ConnectMiddleware, FromConnectParts, FromMessage, FromMessageParts, Value};
 use socketioxide::socket::Socket;
+use socketioxide::{SendError, SocketError};
+use socketioxide_core::Str;
 
 use super::{Handshake, JoinContext, RoomEntry, RoomsInner};
 use crate::room::{Authorization, RoomDataError};
@@ -176,11 +178,6 @@ impl<A: Adapter> FromMessage<A> for JoinCall<A> {
 }
 
 impl<A: Adapter> JoinCall<A> {
-    fn ack(&mut self) -> AckSender<A> {
-        let Ok(ack) = AckSender::from_message_parts(&self.socket, &mut self.value, &self.ack_id);
-        ack
-    }
-
     fn size(&self) -> usize {
         match &self.value {
             Value::Str(text, bins) => text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>(),
@@ -265,30 +262,28 @@ async fn on_join<A: Adapter>(
     rooms: Arc<RoomsInner>,
     state: Arc<SocketState>,
     entry: &'static RoomEntry,
-    mut call: JoinCall<A>,
+    call: JoinCall<A>,
 ) {
-    let ack = call.ack();
     if !wait_connected(&call.socket).await {
         return;
     }
-    let socket = call.socket.clone();
+    let (socket, ack_id) = (call.socket.clone(), call.ack_id);
     let result = join(&rooms, &state, entry, call).await;
-    reply(&socket, ack, JOINED_EVENT, result.map(|room| (room, true)));
+    reply(&socket, ack_id, JOINED_EVENT, result.map(|room| (room, true))).await;
 }
 
 async fn on_leave<A: Adapter>(
     rooms: Arc<RoomsInner>,
     state: Arc<SocketState>,
     entry: &'static RoomEntry,
-    mut call: JoinCall<A>,
+    call: JoinCall<A>,
 ) {
-    let ack = call.ack();
     if !wait_connected(&call.socket).await {
         return;
     }
-    let socket = call.socket.clone();
+    let (socket, ack_id) = (call.socket.clone(), call.ack_id);
     let result = leave(&rooms, &state, entry, call).await;
-    reply(&socket, ack, LEFT_EVENT, result);
+    reply(&socket, ack_id, LEFT_EVENT, result).await;
 }
 
 /// Answers `join_<key>` / `leave_<key>` for keys this namespace does not
@@ -300,7 +295,6 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
     let Some(key) = event.strip_prefix("join_").or_else(|| event.strip_prefix("leave_")) else {
         return;
     };
-    let ack = call.ack();
     if !wait_connected(&call.socket).await {
         return;
     }
@@ -311,7 +305,7 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
         },
         None => JoinError::UnknownKey { key: truncate(key) },
     };
-    reply(&call.socket, ack, JOINED_EVENT, Err(error));
+    reply(&call.socket, call.ack_id, JOINED_EVENT, Err(error)).await;
 }
 
 async fn join<A: Adapter>(
@@ -458,31 +452,60 @@ async fn wait_connected<A: Adapter>(socket: &Socket<A>) -> bool {
 
 /// Sends the event reply (`joined`/`left`, or `error`) and then the ack, so
 /// a client that awaited the ack already has the event.
-fn reply<A: Adapter>(
-    socket: &Socket<A>,
-    ack: AckSender<A>,
+async fn reply<A: Adapter>(
+    socket: &Arc<Socket<A>>,
+    ack_id: Option<i64>,
     event: &str,
     result: Result<(String, bool), JoinError>,
 ) {
-    let (event_result, ack_result) = match result {
+    let (event, event_payload, ack_payload) = match result {
         Ok((room, notify)) => {
             tracing::trace!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %room, event, "ok");
-            let sent = if notify {
-                socket.emit(event, &json!({"room": room}))
-            } else {
-                Ok(())
-            };
-            (sent, ack.send(&json!({"ok": true, "room": room})))
+            let ack = json!({"ok": true, "room": room});
+            (notify.then_some(event), json!({"room": room}), ack)
         }
         Err(error) => {
             tracing::debug!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %error, "join/leave refused");
             let payload = error.payload();
-            let sent = socket.emit(ERROR_EVENT, &payload);
-            (sent, ack.send(&json!({"ok": false, "error": payload})))
+            let ack = json!({"ok": false, "error": payload});
+            (Some(ERROR_EVENT), payload, ack)
         }
     };
-    if let Err(e) = event_result.and(ack_result) {
-        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, "reply not sent");
+    if let Some(event) = event
+        && let Err(e) = send_patiently(|| socket.emit(event, &event_payload)).await
+    {
+        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, event, "reply event not sent");
+    }
+    if ack_id.is_none() {
+        return;
+    }
+    let sent = send_patiently(|| {
+        // `AckSender::send` consumes the sender, so each attempt makes one.
+        let mut unused = Value::Str(Str::from(""), None);
+        let Ok(ack) = AckSender::from_message_parts(socket, &mut unused, &ack_id);
+        ack.send(&ack_payload)
+    })
+    .await;
+    if let Err(e) = sent {
+        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, "ack not sent");
+    }
+}
+
+/// A socket's outgoing buffer is bounded (socketioxide's `max_buffer_size`),
+/// and a client with many requests in flight can fill it with replies.
+/// Dropping a reply would leave that client waiting forever, so wait for
+/// room instead, for a bounded time (about a second).
+async fn send_patiently(mut send: impl FnMut() -> Result<(), SendError>) -> Result<(), SendError> {
+    const RETRIES: u64 = 250;
+    let mut attempt = 0;
+    loop {
+        match send() {
+            Err(SendError::Socket(SocketError::InternalChannelFull)) if attempt < RETRIES => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(attempt.min(4))).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -192,8 +192,8 @@ async fn dispatch(
     loop {
         let received = tokio::select! {
             biased;
-            received = messages.recv() => received,
             _ = closed.wait_for(|closed| *closed) => return,
+            received = messages.recv() => received,
         };
         match received {
             Ok(message) => {

@@ -75,12 +75,12 @@ pub use config::{
 };
 pub use driver::MeteredFredDriver;
 pub use error::{PublishError, RedisError};
-pub use fred::prelude::ReconnectPolicy;
 /// The fred version the driver is built on, to name its types.
 pub use fred;
+pub use fred::prelude::ReconnectPolicy;
+pub use publish::{RedisServerTransport, RedisTransport};
 /// The socketioxide-redis version the adapter comes from.
 pub use socketioxide_redis;
-pub use publish::{RedisServerTransport, RedisTransport};
 pub use stats::{RedisStats, RedisStatsSnapshot};
 
 /// The socketioxide adapter of a server set up by [`server`]: socketioxide-redis

@@ -1,0 +1,493 @@
+//! The bench itself: Redis, servers, clients, worker; accounting; the JSON
+//! line.
+//!
+//! Everything here runs on one current-thread runtime: the clients must not
+//! compete with the servers for the 2 cores more than they need to, and the
+//! children's `PR_SET_PDEATHSIG` is tied to the thread that spawned them.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::watch;
+
+use crate::args::{Flags, USAGE, Variant};
+use crate::client::{self, Live, Tally};
+use crate::procs::{Proc, cpu_seconds};
+use crate::redis::LocalRedis;
+use crate::roles::now_us;
+use crate::stats::{Spread, percentile};
+use crate::{Result, bail};
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// Clients connecting at once.
+const CONNECT_CONCURRENCY: usize = 32;
+
+/// One benchmark configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub servers: usize,
+    pub clients: usize,
+    pub rooms: u32,
+    pub rooms_per_client: u32,
+    pub events_per_room: u32,
+    pub pad: usize,
+    pub rate: f64,
+    pub inflight: usize,
+    pub server_threads: usize,
+    pub worker_threads: usize,
+    #[serde(skip)]
+    pub quiet: Duration,
+    #[serde(skip)]
+    pub settle: Duration,
+    #[serde(skip)]
+    pub timeout: Duration,
+}
+
+impl Scenario {
+    fn expected(&self) -> u64 {
+        self.clients as u64 * u64::from(self.rooms_per_client) * u64::from(self.events_per_room)
+    }
+
+    /// Rooms of client `i`: `i % R` and the next ones.
+    fn rooms_of(&self, i: usize) -> Vec<u32> {
+        (0..self.rooms_per_client)
+            .map(|j| ((i as u64 + u64::from(j)) % u64::from(self.rooms)) as u32)
+            .collect()
+    }
+
+    /// Server of client `i`: blocks of R consecutive clients per server, so
+    /// every server holds members of every room.
+    fn server_of(&self, i: usize) -> usize {
+        (i / self.rooms as usize) % self.servers
+    }
+}
+
+/// One run's figures: the JSON line of a single run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub variant: &'static str,
+    pub run: usize,
+    pub expected: u64,
+    /// Unique (client, room, seq) deliveries.
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Events a client got for a room it is not in (should be 0).
+    pub unexpected: u64,
+    pub malformed: u64,
+    pub disconnected_clients: u64,
+    pub deliveries_per_s: f64,
+    /// From the worker's start to the last delivery.
+    pub elapsed_s: f64,
+    pub worker_send_s: f64,
+    pub worker_failed: u64,
+    pub latency_p50_us: u32,
+    pub latency_p90_us: u32,
+    pub latency_p99_us: u32,
+    pub latency_max_us: u32,
+    pub cpu_servers_s: f64,
+    pub cpu_worker_s: f64,
+    /// `null` with an external Redis.
+    pub cpu_redis_s: Option<f64>,
+    /// The bench process itself (the clients).
+    pub cpu_clients_s: f64,
+    /// Messages the framework's servers lost to a full fred pub/sub buffer
+    /// (`null` for the baselines, which only log it).
+    pub redis_lagged: Option<u64>,
+    pub timed_out: bool,
+}
+
+pub fn main(argv: &[String]) -> Result<()> {
+    if argv.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let f = Flags::parse(
+        argv,
+        &[
+            "variant",
+            "servers",
+            "clients",
+            "rooms",
+            "rooms-per-client",
+            "events",
+            "pad",
+            "rate",
+            "inflight",
+            "runs",
+            "redis-url",
+            "server-threads",
+            "worker-threads",
+            "quiet-ms",
+            "settle-ms",
+            "timeout-s",
+        ],
+    )?;
+    let variant = f.opt("variant").unwrap_or("compare").to_owned();
+    let variants: Vec<Variant> = match variant.as_str() {
+        "compare" => vec![Variant::Framework, Variant::Baseline],
+        one => vec![one.parse()?],
+    };
+    let runs: usize = f.get("runs", if variants.len() > 1 { 5 } else { 1 })?;
+    let sc = Scenario {
+        servers: f.get("servers", 2)?,
+        clients: f.get("clients", 200)?,
+        rooms: f.get("rooms", 10)?,
+        rooms_per_client: f.get("rooms-per-client", 1)?,
+        events_per_room: f.get("events", 500)?,
+        pad: f.get("pad", 100)?,
+        rate: f.get("rate", 0.0)?,
+        inflight: f.get("inflight", 1)?,
+        server_threads: f.get("server-threads", 0)?,
+        worker_threads: f.get("worker-threads", 0)?,
+        quiet: Duration::from_millis(f.get("quiet-ms", 2000)?),
+        settle: Duration::from_millis(f.get("settle-ms", 300)?),
+        timeout: Duration::from_secs(f.get("timeout-s", 60)?),
+    };
+    if sc.servers == 0 || sc.clients == 0 || sc.rooms == 0 || runs == 0 {
+        bail!("--servers, --clients, --rooms and --runs must be at least 1");
+    }
+    if sc.rooms_per_client == 0 || sc.rooms_per_client > sc.rooms {
+        bail!("--rooms-per-client must be between 1 and --rooms");
+    }
+    let redis_url = f
+        .opt("redis-url")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        // On a signal the future is dropped: every child is killed on drop.
+        tokio::select! {
+            r = run_all(&sc, &variants, &variant, runs, redis_url) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+            _ = sigterm.recv() => Err("terminated".into()),
+        }
+    })
+}
+
+async fn run_all(
+    sc: &Scenario,
+    variants: &[Variant],
+    mode: &str,
+    runs: usize,
+    redis_url: Option<String>,
+) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    let local = match &redis_url {
+        Some(_) => None,
+        None => {
+            if !crate::redis::available() {
+                bail!("redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url");
+            }
+            Some(LocalRedis::start().await?)
+        }
+    };
+    let url = match (&redis_url, &local) {
+        (Some(u), _) => u.clone(),
+        (None, Some(r)) => r.url(),
+        (None, None) => bail!("no Redis"),
+    };
+    let redis_pid = local.as_ref().map(|r| r.pid);
+    eprintln!(
+        "broadcast-e2e: redis {url}; {} ; {runs} run(s) of {mode}",
+        serde_json::to_string(sc)?
+    );
+    let mut results = Vec::new();
+    let tag = std::process::id();
+    for i in 0..runs {
+        // Alternate which variant goes first, so neither always runs on a
+        // warmer (or more loaded) machine.
+        let mut order = variants.to_vec();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for v in order {
+            let prefix = format!("bench-{tag}-{i}-{}", v.as_str());
+            let r = run_once(sc, v, i, &url, &prefix, &exe, redis_pid).await?;
+            eprintln!("{}", serde_json::to_string(&r)?);
+            results.push(r);
+        }
+    }
+    if let Some(r) = local {
+        r.stop().await;
+    }
+    let line = if runs == 1 && variants.len() == 1 {
+        serde_json::to_value(&results[0])?
+    } else {
+        summary(sc, mode, runs, &results)?
+    };
+    println!("{}", serde_json::to_string(&line)?);
+    Ok(())
+}
+
+async fn run_once(
+    sc: &Scenario,
+    variant: Variant,
+    run: usize,
+    url: &str,
+    prefix: &str,
+    exe: &Path,
+    redis_pid: Option<u32>,
+) -> Result<RunResult> {
+    let common = |role: &str, threads: usize| -> Vec<String> {
+        vec![
+            role.to_owned(),
+            "--variant".into(),
+            variant.as_str().into(),
+            "--redis".into(),
+            url.to_owned(),
+            "--prefix".into(),
+            prefix.to_owned(),
+            "--threads".into(),
+            threads.to_string(),
+        ]
+    };
+    let mut servers = Vec::with_capacity(sc.servers);
+    for s in 0..sc.servers {
+        servers.push(Proc::spawn(
+            format!("server{s}"),
+            exe,
+            &common("server", sc.server_threads),
+        )?);
+    }
+    let mut wargs = common("worker", sc.worker_threads);
+    for (k, v) in [
+        ("--rooms", sc.rooms.to_string()),
+        ("--events", sc.events_per_room.to_string()),
+        ("--pad", sc.pad.to_string()),
+        ("--rate", sc.rate.to_string()),
+        ("--inflight", sc.inflight.to_string()),
+    ] {
+        wargs.push(k.into());
+        wargs.push(v);
+    }
+    let mut worker = Proc::spawn("worker".into(), exe, &wargs)?;
+
+    let mut addrs = Vec::with_capacity(sc.servers);
+    for s in &mut servers {
+        let port: u16 = s.expect("READY", SETUP_TIMEOUT).await?.parse()?;
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    worker.expect("READY", SETUP_TIMEOUT).await?;
+
+    let conns = futures_util::stream::iter(0..sc.clients)
+        .map(|i| {
+            let addr = addrs[sc.server_of(i)];
+            let rooms = sc.rooms_of(i);
+            async move { client::connect(addr, &rooms).await.map(|ws| (ws, rooms)) }
+        })
+        .buffered(CONNECT_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::with_capacity(sc.clients);
+    for c in conns {
+        let (ws, rooms) = c?;
+        tasks.push(tokio::spawn(client::receive(
+            ws,
+            rooms,
+            sc.events_per_room,
+            live.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    let cpu = |servers: &[Proc], worker: &Proc| -> Result<[f64; 4]> {
+        let mut s = 0.0;
+        for p in servers {
+            s += p.cpu()?;
+        }
+        let redis = match redis_pid {
+            Some(pid) => cpu_seconds(&format!("/proc/{pid}/stat"))?,
+            None => 0.0,
+        };
+        Ok([s, worker.cpu()?, redis, cpu_seconds("/proc/self/stat")?])
+    };
+    let cpu0 = cpu(&servers, &worker)?;
+    let go_us = now_us();
+    let started = Instant::now();
+    worker.tell("GO").await?;
+    let done: Value = serde_json::from_str(&worker.expect("DONE", sc.timeout).await?)?;
+
+    // Quiescence: every expected delivery arrived and `settle` passed with
+    // nothing new (a duplicate would show up), or nothing new for `quiet`.
+    let expected = sc.expected();
+    let mut seen = live.received.load(Ordering::Relaxed);
+    let mut changed = Instant::now();
+    let mut timed_out = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = live.received.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            changed = Instant::now();
+        }
+        let quiet_for = changed.elapsed();
+        if (now >= expected && quiet_for >= sc.settle) || quiet_for >= sc.quiet {
+            break;
+        }
+        if started.elapsed() >= sc.timeout {
+            timed_out = true;
+            break;
+        }
+    }
+    let cpu1 = cpu(&servers, &worker)?;
+
+    let mut lagged = None;
+    if variant == Variant::Framework {
+        let mut total = 0;
+        for s in &mut servers {
+            s.tell("STATS").await?;
+            let stats: Value = serde_json::from_str(&s.expect("STATS", SETUP_TIMEOUT).await?)?;
+            total += stats["lagged"].as_u64().unwrap_or(0);
+        }
+        lagged = Some(total);
+    }
+
+    stop_tx.send_replace(true);
+    let mut tallies: Vec<Tally> = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        tallies.push(t.await?);
+    }
+    worker.stop(STOP_GRACE).await;
+    for s in servers {
+        s.stop(STOP_GRACE).await;
+    }
+
+    let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);
+    let (mut received, mut unique, mut dup, mut unexpected, mut malformed, mut disc, mut last) =
+        (0, 0, 0, 0, 0, 0, 0);
+    for t in tallies {
+        received += t.received;
+        unique += t.unique;
+        dup += t.duplicated;
+        unexpected += t.unexpected;
+        malformed += t.malformed;
+        disc += u64::from(t.disconnected);
+        last = last.max(t.last_us);
+        lat.extend_from_slice(&t.latencies);
+    }
+    debug_assert_eq!(received, unique + dup + unexpected + malformed);
+    lat.sort_unstable();
+    let elapsed_s = last.saturating_sub(go_us) as f64 / 1e6;
+    Ok(RunResult {
+        variant: variant.as_str(),
+        run,
+        expected,
+        delivered: unique,
+        lost: expected.saturating_sub(unique),
+        duplicated: dup,
+        unexpected,
+        malformed,
+        disconnected_clients: disc,
+        deliveries_per_s: if elapsed_s > 0.0 {
+            unique as f64 / elapsed_s
+        } else {
+            0.0
+        },
+        elapsed_s,
+        worker_send_s: done["send_s"].as_f64().unwrap_or(f64::NAN),
+        worker_failed: done["failed"].as_u64().unwrap_or(0),
+        latency_p50_us: percentile(&lat, 0.50),
+        latency_p90_us: percentile(&lat, 0.90),
+        latency_p99_us: percentile(&lat, 0.99),
+        latency_max_us: lat.last().copied().unwrap_or(0),
+        cpu_servers_s: cpu1[0] - cpu0[0],
+        cpu_worker_s: cpu1[1] - cpu0[1],
+        cpu_redis_s: redis_pid.map(|_| cpu1[2] - cpu0[2]),
+        cpu_clients_s: cpu1[3] - cpu0[3],
+        redis_lagged: lagged,
+        timed_out,
+    })
+}
+
+/// Fields summarized as median/min/max, and compared as ratios.
+const FIELDS: [&str; 11] = [
+    "deliveries_per_s",
+    "lost",
+    "duplicated",
+    "latency_p50_us",
+    "latency_p90_us",
+    "latency_p99_us",
+    "latency_max_us",
+    "cpu_servers_s",
+    "cpu_worker_s",
+    "cpu_redis_s",
+    "cpu_clients_s",
+];
+const RATIO_FIELDS: [&str; 6] = [
+    "deliveries_per_s",
+    "latency_p50_us",
+    "latency_p99_us",
+    "cpu_servers_s",
+    "cpu_worker_s",
+    "cpu_redis_s",
+];
+
+fn field(r: &RunResult, name: &str) -> Result<Option<f64>> {
+    Ok(serde_json::to_value(r)?.get(name).and_then(Value::as_f64))
+}
+
+fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Result<Value> {
+    let mut per_variant = Map::new();
+    let mut names: Vec<&'static str> = results.iter().map(|r| r.variant).collect();
+    names.dedup();
+    names.sort_unstable();
+    names.dedup();
+    for name in &names {
+        let mine: Vec<&RunResult> = results.iter().filter(|r| r.variant == *name).collect();
+        let mut m = Map::new();
+        for f in FIELDS {
+            let values: Vec<f64> = mine
+                .iter()
+                .filter_map(|r| field(r, f).ok().flatten())
+                .collect();
+            m.insert(f.into(), serde_json::to_value(Spread::of(&values))?);
+        }
+        let all_zero_loss = mine.iter().all(|r| r.lost == 0 && r.duplicated == 0);
+        m.insert("zero_lost_and_duplicated".into(), all_zero_loss.into());
+        per_variant.insert((*name).into(), Value::Object(m));
+    }
+    let mut out = json!({
+        "mode": mode,
+        "scenario": sc,
+        "runs": runs,
+    });
+    if let Value::Object(o) = &mut out {
+        o.extend(per_variant);
+        // Per-run ratios of a framework run to the baseline run next to it
+        // (same iteration), then their median: the machine's load changes
+        // between iterations, much less within one.
+        let fw: Vec<&RunResult> = results.iter().filter(|r| r.variant == "framework").collect();
+        let base: Vec<&RunResult> = results.iter().filter(|r| r.variant == "baseline").collect();
+        if !fw.is_empty() && fw.len() == base.len() {
+            let mut ratios = Map::new();
+            for f in RATIO_FIELDS {
+                let mut v = Vec::new();
+                for (a, b) in fw.iter().zip(&base) {
+                    if let (Some(x), Some(y)) = (field(a, f)?, field(b, f)?)
+                        && y != 0.0
+                    {
+                        v.push(x / y);
+                    }
+                }
+                ratios.insert(f.into(), serde_json::to_value(Spread::of(&v))?);
+            }
+            o.insert("ratio_framework_over_baseline".into(), Value::Object(ratios));
+        }
+        o.insert("all".into(), serde_json::to_value(results)?);
+    }
+    Ok(out)
+}

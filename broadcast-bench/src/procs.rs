@@ -1,0 +1,157 @@
+//! Child processes of the bench and their CPU time.
+//!
+//! Every child is killed when the bench exits, however it exits: normally
+//! (stdin closed, then SIGKILL after a grace period), on error or panic
+//! (`kill_on_drop`), and when the bench itself is killed (the kernel sends
+//! the child SIGKILL through `PR_SET_PDEATHSIG`; the bench spawns from its
+//! single runtime thread, which lives as long as the process).
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::{Result, bail};
+
+/// A child process with a line protocol on stdin/stdout.
+pub struct Proc {
+    pub name: String,
+    pub pid: u32,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+}
+
+/// Makes `cmd` die with the bench.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Proc {
+    /// Spawns `program args..` with piped stdin/stdout and inherited stderr.
+    pub fn spawn(name: String, program: &Path, args: &[String]) -> Result<Proc> {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        die_with_parent(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("spawning {name} ({}): {e}", program.display()))?;
+        let Some(pid) = child.id() else {
+            bail!("{name} exited at once");
+        };
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("{name}: no stdio pipes");
+        };
+        Ok(Proc {
+            name,
+            pid,
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout).lines(),
+        })
+    }
+
+    /// The next line starting with `tag`, within `timeout`; the rest of
+    /// the line after the tag and a space.
+    pub async fn expect(&mut self, tag: &str, timeout: Duration) -> Result<String> {
+        let read = async {
+            loop {
+                match self.stdout.next_line().await? {
+                    Some(line) => {
+                        if let Some(rest) = line.strip_prefix(tag) {
+                            return Ok::<_, crate::Error>(rest.trim_start().to_owned());
+                        }
+                        eprintln!("[{}] {line}", self.name);
+                    }
+                    None => return Err(format!("{} exited before `{tag}`", self.name).into()),
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(r) => r,
+            Err(_) => bail!("{} did not say `{tag}` within {timeout:?}", self.name),
+        }
+    }
+
+    /// Sends one line to the child.
+    pub async fn tell(&mut self, line: &str) -> Result<()> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            bail!("{}: stdin already closed", self.name);
+        };
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    /// CPU seconds used so far.
+    pub fn cpu(&self) -> Result<f64> {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid))
+    }
+
+    /// Closes stdin (the child's signal to exit), waits up to `grace`, then
+    /// kills. Always reaps.
+    pub async fn stop(mut self, grace: Duration) {
+        drop(self.stdin.take());
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(Ok(status)) => eprintln!("[{}] exited with {status}", self.name),
+            Ok(Err(e)) => eprintln!("[{}] wait failed: {e}", self.name),
+            Err(_) => {
+                eprintln!("[{}] did not exit within {grace:?}; killing", self.name);
+                let _ = self.child.kill().await;
+            }
+        }
+    }
+}
+
+/// utime + stime of a `/proc/<pid>/stat` file, in seconds (all threads).
+pub fn cpu_seconds(stat_path: &str) -> Result<f64> {
+    let text = std::fs::read_to_string(stat_path)?;
+    // The command name (field 2) may contain spaces: fields are counted
+    // from the closing parenthesis; utime and stime are fields 14 and 15.
+    let Some(end) = text.rfind(')') else {
+        bail!("{stat_path}: unexpected format");
+    };
+    let fields: Vec<&str> = text[end + 1..].split_whitespace().collect();
+    let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
+        bail!("{stat_path}: too few fields");
+    };
+    let ticks = utime.parse::<u64>()? + stime.parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_cpu() {
+        let mut x = 0u64;
+        for i in 0..10_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_seconds("/proc/self/stat").unwrap() >= 0.0);
+    }
+}
