@@ -62,7 +62,10 @@ async fn sockets(n: usize) -> Sockets<impl Send> {
     }
     // Connect handlers run in spawned tasks; wait for every join.
     loop {
-        let joined = io.of("/").map(|op| op.to("chat|1").sockets().len()).unwrap_or(0);
+        let joined = io
+            .of("/")
+            .map(|op| op.to("chat|1").sockets().len())
+            .unwrap_or(0);
         if joined == n {
             break;
         }
@@ -93,7 +96,9 @@ fn fanout(c: &mut Criterion) {
                 rt.block_on(async {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        let event = MessagePosted { message: msg.clone() };
+                        let event = MessagePosted {
+                            message: msg.clone(),
+                        };
                         let t = Instant::now();
                         let out = broadcaster.broadcast(event).await;
                         total += t.elapsed();
@@ -148,12 +153,16 @@ fn parts(c: &mut Criterion) {
             black_box(t)
         })
     });
-    let event = MessagePosted { message: message(100) };
+    let event = MessagePosted {
+        message: message(100),
+    };
     group.bench_function("template/chat|{message.chat_id}", |b| {
         b.iter(|| rt.block_on(async { black_box(event.broadcast_on().await) }))
     });
     for size in [1024usize, 64 * 1024] {
-        let event = MessagePosted { message: message(size) };
+        let event = MessagePosted {
+            message: message(size),
+        };
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_function(BenchmarkId::new("encode/framework", size), |b| {
             b.iter(|| {

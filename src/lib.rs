@@ -2,6 +2,6 @@
 //! client, a harness for real `redis-server` processes, and server helpers.
 //! Not published.
 
-pub mod redis_server;
 pub mod client;
+pub mod redis_server;
 pub mod server;

@@ -97,7 +97,9 @@ async fn connect_and_join(ws: &mut Ws, ticket: u64, ack_id: u64) -> Result<Strin
             other => return Err(format!("connection lost: {other:?}")),
         };
         if text == "2" {
-            ws.send(Message::text("3")).await.map_err(|e| e.to_string())?;
+            ws.send(Message::text("3"))
+                .await
+                .map_err(|e| e.to_string())?;
         } else if let Some(connect) = text.strip_prefix("40") {
             ws.send(Message::text(format!("42{ack_id}[\"join_race\",{ticket}]")))
                 .await
@@ -154,9 +156,10 @@ async fn every_immediate_join_is_answered_and_joined() {
             .map(|(i, mut ws)| {
                 let ticket = run as u64 * 1_000_000 + i as u64;
                 tokio::spawn(async move {
-                    let outcome = tokio::time::timeout(T, connect_and_join(&mut ws, ticket, run as u64))
-                        .await
-                        .unwrap_or_else(|_| Err("no answer".to_owned()));
+                    let outcome =
+                        tokio::time::timeout(T, connect_and_join(&mut ws, ticket, run as u64))
+                            .await
+                            .unwrap_or_else(|_| Err("no answer".to_owned()));
                     (ws, ticket, outcome)
                 })
             })
@@ -167,11 +170,17 @@ async fn every_immediate_join_is_answered_and_joined() {
             match outcome {
                 Ok(sid) => {
                     // The server agrees: that socket, and only it, is in the room.
-                    let members = io.of("/").unwrap().within(format!("race|{ticket}")).sockets();
+                    let members = io
+                        .of("/")
+                        .unwrap()
+                        .within(format!("race|{ticket}"))
+                        .sockets();
                     if members.len() == 1 && members[0].id.to_string() == sid {
                         stats.answered += 1;
                     } else {
-                        stats.lost.push(format!("client {ticket}: answered but not in its room"));
+                        stats
+                            .lost
+                            .push(format!("client {ticket}: answered but not in its room"));
                     }
                 }
                 Err(e) => stats.lost.push(format!("client {ticket}: {e}")),
@@ -192,7 +201,10 @@ async fn every_immediate_join_is_answered_and_joined() {
         // the server has dropped every socket of this run.
         let deadline = Instant::now() + T;
         while !io.of("/").unwrap().sockets().is_empty() {
-            assert!(Instant::now() < deadline, "sockets not closed after a namespace disconnect");
+            assert!(
+                Instant::now() < deadline,
+                "sockets not closed after a namespace disconnect"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -58,7 +58,10 @@ async fn can_join_chat(ctx: &JoinContext, room: &ChatRoom) -> Authorization {
         2 => &[7, 8],
         _ => &[],
     };
-    Authorization::allow_if(ctx.identity::<User>().is_some_and(|u| members.contains(&u.id)))
+    Authorization::allow_if(
+        ctx.identity::<User>()
+            .is_some_and(|u| members.contains(&u.id)),
+    )
 }
 
 async fn allow_everyone_authenticated(_: &JoinContext, _: &StaffRoom) -> bool {
@@ -70,14 +73,19 @@ fn is_admin(ctx: &JoinContext, _: &AuditRoom) -> bool {
 }
 
 async fn chat_joined(ctx: &JoinContext, room: &ChatRoom) {
-    ctx.emit("chat_history", &json!({"chat": room.0, "messages": ["hello"]}))
-        .ok();
+    ctx.emit(
+        "chat_history",
+        &json!({"chat": room.0, "messages": ["hello"]}),
+    )
+    .ok();
 }
 
 static LEFT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 fn chat_left(ctx: &JoinContext, room: &ChatRoom) {
-    LEFT.lock().unwrap().push(format!("{} {}", ctx.sid(), room.name()));
+    LEFT.lock()
+        .unwrap()
+        .push(format!("{} {}", ctx.sid(), room.name()));
 }
 
 #[derive(Serialize, BroadcastEvent)]
@@ -135,7 +143,11 @@ async fn start(rooms: Rooms) -> Server {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.ok() });
     let broadcaster = Broadcaster::socketio(io.clone());
-    Server { addr, io, broadcaster }
+    Server {
+        addr,
+        io,
+        broadcaster,
+    }
 }
 
 async fn server() -> Server {
@@ -193,11 +205,20 @@ async fn public_room_join_receives_events() {
     d.emit("/", "join_lobby", vec![]).await.unwrap();
     assert_eq!(expect(&mut d, "joined").await, json!({"room": "lobby"}));
     s.broadcaster.broadcast(announce("both")).await.unwrap();
-    assert_eq!(expect(&mut c, "announcement").await, json!({"text": "both"}));
-    assert_eq!(expect(&mut d, "announcement").await, json!({"text": "both"}));
+    assert_eq!(
+        expect(&mut c, "announcement").await,
+        json!({"text": "both"})
+    );
+    assert_eq!(
+        expect(&mut d, "announcement").await,
+        json!({"text": "both"})
+    );
 
     // The app's own handlers on `/` still work.
-    assert_eq!(c.emit_with_ack("/", "ping", vec![], T).await.unwrap(), [json!("pong")]);
+    assert_eq!(
+        c.emit_with_ack("/", "ping", vec![], T).await.unwrap(),
+        [json!("pong")]
+    );
 }
 
 #[tokio::test]
@@ -216,10 +237,16 @@ async fn private_room_refuses_the_unauthorized_and_admits_the_authorized() {
 
     // Nothing of chat 1 reaches user 8: the lobby event sent after it is
     // the next thing it receives.
-    let msg = MessagePosted { chat_id: 1, text: "secret".into() };
+    let msg = MessagePosted {
+        chat_id: 1,
+        text: "secret".into(),
+    };
     s.broadcaster.broadcast(msg).await.unwrap();
     s.broadcaster.broadcast(announce("after")).await.unwrap();
-    assert_eq!(expect(&mut eight, "announcement").await, json!({"text": "after"}));
+    assert_eq!(
+        expect(&mut eight, "announcement").await,
+        json!({"text": "after"})
+    );
 
     // User 7 is a member: admitted, the on_join hook runs before `joined`.
     let mut seven = client(&s, Some("t7")).await;
@@ -230,9 +257,15 @@ async fn private_room_refuses_the_unauthorized_and_admits_the_authorized() {
         expect(&mut seven, "chat_history").await,
         json!({"chat": 1, "messages": ["hello"]})
     );
-    assert_eq!(expect(&mut seven, "joined").await, json!({"room": "chat|1"}));
+    assert_eq!(
+        expect(&mut seven, "joined").await,
+        json!({"room": "chat|1"})
+    );
     assert!(in_room(&s.io, "/", "chat|1", &sid7));
-    let msg = MessagePosted { chat_id: 1, text: "for members".into() };
+    let msg = MessagePosted {
+        chat_id: 1,
+        text: "for members".into(),
+    };
     s.broadcaster.broadcast(msg).await.unwrap();
     assert_eq!(
         expect(&mut seven, "message_posted").await,
@@ -253,7 +286,10 @@ async fn anonymous_sockets_only_join_public_rooms() {
     let sid = anon.sid("/").unwrap();
     // StaffRoom's authorizer allows everyone, but only authenticated sockets reach it.
     let ack = ask(&anon, "/", "join_staff", json!(5)).await;
-    assert_eq!(ack["error"], json!({"type": "forbidden", "room": "staff|5"}));
+    assert_eq!(
+        ack["error"],
+        json!({"type": "forbidden", "room": "staff|5"})
+    );
     assert_eq!(expect(&mut anon, "error").await["type"], "forbidden");
     assert!(!in_room(&s.io, "/", "staff|5", &sid));
 
@@ -289,10 +325,16 @@ async fn leave_stops_delivery_and_is_always_acknowledged() {
     assert!(LEFT.lock().unwrap().contains(&format!("{sid} chat|2")));
 
     s.broadcaster
-        .broadcast(MessagePosted { chat_id: 2, text: "gone".into() })
+        .broadcast(MessagePosted {
+            chat_id: 2,
+            text: "gone".into(),
+        })
         .await
         .unwrap();
-    s.broadcaster.broadcast(announce("still here")).await.unwrap();
+    s.broadcaster
+        .broadcast(announce("still here"))
+        .await
+        .unwrap();
     assert_eq!(
         expect(&mut seven, "announcement").await,
         json!({"text": "still here"})
@@ -306,7 +348,11 @@ async fn leave_stops_delivery_and_is_always_acknowledged() {
     assert_eq!(ack, json!({"ok": true, "room": "chat|1"}));
     assert_eq!(seven.try_next_event(), None);
     assert_eq!(
-        LEFT.lock().unwrap().iter().filter(|l| l.starts_with(&sid)).count(),
+        LEFT.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with(&sid))
+            .count(),
         1
     );
 }
@@ -321,20 +367,38 @@ async fn namespace_rooms_are_joined_in_their_namespace() {
     let ack = ask(&admin, "/admin", "join_audit", json!({"topic": "logins"})).await;
     assert_eq!(ack, json!({"ok": true, "room": "audit|logins"}));
     let joined = admin.next_event(T).await.unwrap();
-    assert_eq!((joined.ns.as_str(), joined.event.as_str()), ("/admin", "joined"));
+    assert_eq!(
+        (joined.ns.as_str(), joined.event.as_str()),
+        ("/admin", "joined")
+    );
     assert!(in_room(&s.io, "/admin", "audit|logins", &admin_sid));
-    assert!(s.io.of("/").unwrap().within("audit|logins").sockets().is_empty());
+    assert!(
+        s.io.of("/")
+            .unwrap()
+            .within("audit|logins")
+            .sockets()
+            .is_empty()
+    );
 
-    let line = AuditLogged { topic: "logins".into(), line: "7 logged in".into() };
+    let line = AuditLogged {
+        topic: "logins".into(),
+        line: "7 logged in".into(),
+    };
     s.broadcaster.broadcast(line).await.unwrap();
     let ev = admin.next_event(T).await.unwrap();
-    assert_eq!((ev.ns.as_str(), ev.event.as_str()), ("/admin", "audit_logged"));
+    assert_eq!(
+        (ev.ns.as_str(), ev.event.as_str()),
+        ("/admin", "audit_logged")
+    );
     assert_eq!(ev.args, [json!({"topic": "logins", "line": "7 logged in"})]);
 
     // In `/`, the key is answered with where the room lives.
     let ack = ask(&admin, "/", "join_audit", json!({"topic": "logins"})).await;
     assert_eq!(ack["error"]["type"], "validation_error");
-    assert!(ack["error"]["msg"].as_str().unwrap().contains("/admin"), "{ack}");
+    assert!(
+        ack["error"]["msg"].as_str().unwrap().contains("/admin"),
+        "{ack}"
+    );
     let err = admin.next_event(T).await.unwrap();
     assert_eq!((err.ns.as_str(), err.event.as_str()), ("/", "error"));
 
@@ -342,7 +406,10 @@ async fn namespace_rooms_are_joined_in_their_namespace() {
     let auth = Some(json!({"token": "t7"}));
     let seven = SioClient::connect(s.addr, "/admin", auth).await.unwrap();
     let ack = ask(&seven, "/admin", "join_audit", json!(["logins"])).await;
-    assert_eq!(ack["error"], json!({"type": "forbidden", "room": "audit|logins"}));
+    assert_eq!(
+        ack["error"],
+        json!({"type": "forbidden", "room": "audit|logins"})
+    );
 }
 
 #[tokio::test]
@@ -352,15 +419,35 @@ async fn bad_requests_get_validation_errors() {
     let sid = seven.sid("/").unwrap();
 
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("join_chat", json!("one"), "room `chat`: field `0`: invalid type: string \"one\", expected u64"),
-        ("join_chat", Value::Null, "room `chat` expects a value or a one-element array, not nothing"),
+        (
+            "join_chat",
+            json!("one"),
+            "room `chat`: field `0`: invalid type: string \"one\", expected u64",
+        ),
+        (
+            "join_chat",
+            Value::Null,
+            "room `chat` expects a value or a one-element array, not nothing",
+        ),
         ("join_chat", json!(404), "chat 404 does not exist"),
         ("join_nope", json!(1), "unknown room key `nope`"),
         ("leave_nope", json!(1), "unknown room key `nope`"),
-        ("join_pair", json!({"a": 1}), "room `pair`: missing field `b`"),
-        ("join_pair", json!([1, "x|y"]), "room `pair`: an identifier value cannot contain `|`"),
+        (
+            "join_pair",
+            json!({"a": 1}),
+            "room `pair`: missing field `b`",
+        ),
+        (
+            "join_pair",
+            json!([1, "x|y"]),
+            "room `pair`: an identifier value cannot contain `|`",
+        ),
         ("join_lobby", json!("x"), "room `lobby` takes no identifier"),
-        ("join_pair", json!([1, "x".repeat(5000)]), "over the 4096-byte limit"),
+        (
+            "join_pair",
+            json!([1, "x".repeat(5000)]),
+            "over the 4096-byte limit",
+        ),
         ("leave_chat", json!("x"), "room `chat`: field `0`"),
     ];
     for (event, data, msg) in cases {
@@ -374,7 +461,15 @@ async fn bad_requests_get_validation_errors() {
     }
     let ack = ask(&seven, "/", "join_chat", json!(404)).await;
     assert_eq!(ack["error"]["room"], "chat|404");
-    assert_eq!(s.io.of("/").unwrap().get_socket(sid.parse().unwrap()).unwrap().rooms().len(), 0);
+    assert_eq!(
+        s.io.of("/")
+            .unwrap()
+            .get_socket(sid.parse().unwrap())
+            .unwrap()
+            .rooms()
+            .len(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -398,6 +493,9 @@ async fn a_socket_can_be_in_a_limited_number_of_rooms() {
     );
     // Re-joining a room it is in is fine; after leaving one, there is room.
     assert_eq!(ask(&c, "/", "join_pair", json!([0, "x"])).await["ok"], true);
-    assert_eq!(ask(&c, "/", "leave_pair", json!([0, "x"])).await["ok"], true);
+    assert_eq!(
+        ask(&c, "/", "leave_pair", json!([0, "x"])).await["ok"],
+        true
+    );
     assert_eq!(ask(&c, "/", "join_pair", json!([3, "x"])).await["ok"], true);
 }

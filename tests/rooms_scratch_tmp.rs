@@ -97,8 +97,8 @@ impl Rng {
     }
     fn string(&mut self, max: u64) -> String {
         const PIECES: &[&str] = &[
-            "a", "Z", "0", "9", "|", "||", " ", "\n", "\t", "\u{0}", "\u{7f}", "é", "日本", "🎉", "\"", "\\", "{}",
-            "[", "%", "\u{202e}", "chat", "secret", "5", "-", "_",
+            "a", "Z", "0", "9", "|", "||", " ", "\n", "\t", "\u{0}", "\u{7f}", "é", "日本", "🎉",
+            "\"", "\\", "{}", "[", "%", "\u{202e}", "chat", "secret", "5", "-", "_",
         ];
         let len = self.below(max + 1);
         (0..len).map(|_| self.pick(PIECES)).collect()
@@ -124,7 +124,17 @@ impl Rng {
             4 => json!(self.string(12)),
             5 => Value::Array((0..self.below(4)).map(|_| self.value(depth + 1)).collect()),
             6 => {
-                const KEYS: &[&str] = &["a", "b", "owner", "0", "", "__proto__", "a|b", "user_id", "A"];
+                const KEYS: &[&str] = &[
+                    "a",
+                    "b",
+                    "owner",
+                    "0",
+                    "",
+                    "__proto__",
+                    "a|b",
+                    "user_id",
+                    "A",
+                ];
                 let mut m = Map::new();
                 for _ in 0..self.below(4) {
                     m.insert(self.pick(KEYS).to_owned(), self.value(depth + 1));
@@ -136,9 +146,29 @@ impl Rng {
     }
     fn event(&mut self) -> String {
         const KEYS: &[&str] = &[
-            "pub", "secret", "pair", "lobby", "vault", "chat", "", "PUB", "pub ", "secret|5", "join_pub", "🎉", "__proto__", "constructor", "pub\u{0}", "lobby.", "../secret",
+            "pub",
+            "secret",
+            "pair",
+            "lobby",
+            "vault",
+            "chat",
+            "",
+            "PUB",
+            "pub ",
+            "secret|5",
+            "join_pub",
+            "🎉",
+            "__proto__",
+            "constructor",
+            "pub\u{0}",
+            "lobby.",
+            "../secret",
         ];
-        let verb = if self.below(4) == 0 { "leave_" } else { "join_" };
+        let verb = if self.below(4) == 0 {
+            "leave_"
+        } else {
+            "join_"
+        };
         let key = match self.below(10) {
             0 => self.string(40),
             1 => "k".repeat(self.below(3000) as usize),
@@ -211,7 +241,11 @@ impl Tally {
         };
         let ack = match ack {
             Ok(ack) => ack,
-            Err(e) => return self.problems.push(format!("{}: not answered: {e}", shown())),
+            Err(e) => {
+                return self
+                    .problems
+                    .push(format!("{}: not answered: {e}", shown()));
+            }
         };
         let [reply] = ack.as_slice() else {
             return self.problems.push(format!("{}: ack {ack:?}", shown()));
@@ -219,7 +253,9 @@ impl Tally {
         if reply["ok"] == true {
             match reply["room"].as_str() {
                 Some(room) if allowed(ns, room) => self.ok += 1,
-                _ => self.problems.push(format!("{}: joined a forbidden room: {reply}", shown())),
+                _ => self
+                    .problems
+                    .push(format!("{}: joined a forbidden room: {reply}", shown())),
             }
             return;
         }
@@ -233,7 +269,8 @@ impl Tally {
         if clear && reply["ok"] == false {
             *self.by_type.entry(kind).or_default() += 1;
         } else {
-            self.problems.push(format!("{}: unclear answer {reply}", shown()));
+            self.problems
+                .push(format!("{}: unclear answer {reply}", shown()));
         }
     }
 }
@@ -268,7 +305,17 @@ async fn a_hostile_client_gets_answers_and_no_forbidden_room() {
         .await;
         for ((ns, event, args), ack) in batch.iter().zip(acks) {
             tally.check(ns, event, args, ack);
-            if !tally.problems.is_empty() { panic!("FIRST {:?} {:?}", event, serde_json::to_string(args).unwrap().chars().take(300).collect::<String>()); }
+            if !tally.problems.is_empty() {
+                panic!(
+                    "FIRST {:?} {:?}",
+                    event,
+                    serde_json::to_string(args)
+                        .unwrap()
+                        .chars()
+                        .take(300)
+                        .collect::<String>()
+                );
+            }
         }
         sent += BATCH;
         // Leave about half the rooms joined so far, so the socket is not
@@ -278,7 +325,13 @@ async fn a_hostile_client_gets_answers_and_no_forbidden_room() {
             .flat_map(|ns| {
                 let sid = if ns == "/" { &sid } else { &sid_x };
                 let socket = io.of(ns).unwrap().get_socket(sid.parse().unwrap());
-                if socket.is_none() { eprintln!("DEBUG gone {ns} closed={} problems={:?}", attacker.is_closed(), &tally.problems[..tally.problems.len().min(5)]); }
+                if socket.is_none() {
+                    eprintln!(
+                        "DEBUG gone {ns} closed={} problems={:?}",
+                        attacker.is_closed(),
+                        &tally.problems[..tally.problems.len().min(5)]
+                    );
+                }
                 let socket = socket.unwrap();
                 socket.rooms().into_iter().map(move |r| (ns, r.to_string()))
             })
@@ -309,7 +362,11 @@ async fn a_hostile_client_gets_answers_and_no_forbidden_room() {
         tally.by_type,
         tally.problems.len()
     );
-    assert!(tally.problems.is_empty(), "{:#?}", &tally.problems[..tally.problems.len().min(20)]);
+    assert!(
+        tally.problems.is_empty(),
+        "{:#?}",
+        &tally.problems[..tally.problems.len().min(20)]
+    );
     assert_eq!(tally.ok + tally.by_type.values().sum::<usize>(), sent);
     // The barrage exercised every kind of answer.
     assert!(tally.ok > 100, "{tally:?}");
@@ -325,7 +382,14 @@ async fn a_hostile_client_gets_answers_and_no_forbidden_room() {
         let bad: Vec<_> = rooms.iter().filter(|r| !allowed(ns, r)).collect();
         assert!(bad.is_empty(), "{ns}: forbidden rooms {bad:?}");
     }
-    assert!(io.of("/").unwrap().within(format!("secret|{ME}")).sockets().len() <= 1);
+    assert!(
+        io.of("/")
+            .unwrap()
+            .within(format!("secret|{ME}"))
+            .sockets()
+            .len()
+            <= 1
+    );
     let all_rooms = io.of("/").unwrap().rooms().await.unwrap();
     let foreign: Vec<_> = all_rooms.iter().filter(|r| !allowed("/", r)).collect();
     assert!(foreign.is_empty(), "{foreign:?}");
@@ -333,12 +397,27 @@ async fn a_hostile_client_gets_answers_and_no_forbidden_room() {
     // Still up and still serving: a new client joins and receives events,
     // and so does the attacker's connection.
     let mut fresh = SioClient::connect(addr, "/", None).await.unwrap();
-    let ack = fresh.emit_with_ack("/", "join_lobby", vec![], T).await.unwrap();
+    let ack = fresh
+        .emit_with_ack("/", "join_lobby", vec![], T)
+        .await
+        .unwrap();
     assert_eq!(ack, [json!({"ok": true, "room": "lobby"})]);
-    let ack = attacker.emit_with_ack("/", "join_lobby", vec![], T).await.unwrap();
+    let ack = attacker
+        .emit_with_ack("/", "join_lobby", vec![], T)
+        .await
+        .unwrap();
     assert_eq!(ack, [json!({"ok": true, "room": "lobby"})]);
     while attacker.try_next_event().is_some() {}
-    Broadcaster::socketio(io.clone()).broadcast(Ping { n: 1 }).await.unwrap();
-    assert_eq!(fresh.next_event_named("ping", T).await.unwrap().args, [json!({"n": 1})]);
-    assert_eq!(attacker.next_event_named("ping", T).await.unwrap().args, [json!({"n": 1})]);
+    Broadcaster::socketio(io.clone())
+        .broadcast(Ping { n: 1 })
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh.next_event_named("ping", T).await.unwrap().args,
+        [json!({"n": 1})]
+    );
+    assert_eq!(
+        attacker.next_event_named("ping", T).await.unwrap().args,
+        [json!({"n": 1})]
+    );
 }

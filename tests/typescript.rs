@@ -68,7 +68,11 @@ fn npm_ready(dir: &Path) -> bool {
         return true;
     }
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    match Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(dir).status() {
+    match Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .status()
+    {
         Ok(s) if s.success() => true,
         other => {
             assert!(!ci, "npm ci failed in CI: {other:?}");
@@ -81,9 +85,18 @@ fn npm_ready(dir: &Path) -> bool {
 #[test]
 fn declarations_type_check_with_socket_io_client() {
     let dts = broadcast_core::typescript::declarations();
-    assert!(dts.contains("\"message_posted\": (payload: MessagePostedPayload) => void;"), "{dts}");
-    assert!(dts.contains("\"untyped\": (payload: unknown) => void;"), "{dts}");
-    assert!(dts.contains("export interface GamesServerToClientEvents"), "{dts}");
+    assert!(
+        dts.contains("\"message_posted\": (payload: MessagePostedPayload) => void;"),
+        "{dts}"
+    );
+    assert!(
+        dts.contains("\"untyped\": (payload: unknown) => void;"),
+        "{dts}"
+    );
+    assert!(
+        dts.contains("export interface GamesServerToClientEvents"),
+        "{dts}"
+    );
     assert!(dts.contains("\"join_chat\""), "{dts}");
 
     let dir = ts_dir();
@@ -140,12 +153,35 @@ fn tsc_catches_a_wrong_client() {
 async fn events_deliver_what_the_declarations_describe() {
     let fake = broadcast_core::testing::FakeBroadcaster::new();
     let b = fake.broadcaster();
-    for status in [ChatStatus::Open, ChatStatus::Archived { by: "carol".into() }] {
-        b.broadcast(ChatStatusChanged { chat_id: 3, status }).await.unwrap();
+    for status in [
+        ChatStatus::Open,
+        ChatStatus::Archived { by: "carol".into() },
+    ] {
+        b.broadcast(ChatStatusChanged { chat_id: 3, status })
+            .await
+            .unwrap();
     }
-    let sent: Vec<_> = fake.broadcasts_of::<ChatStatusChanged>().into_iter().map(|r| r.payload).collect();
-    assert_eq!(sent, [serde_json::json!({"state": "open"}), serde_json::json!({"state": "archived", "by": "carol"})]);
-    b.broadcast(MessagePosted { chat_id: 3, text: "t".into(), tags: vec![], edited_at: None }).await.unwrap();
-    fake.assert_broadcast::<MessagePosted>().to_room(&ChatRoom { id: 3 }.name());
+    let sent: Vec<_> = fake
+        .broadcasts_of::<ChatStatusChanged>()
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            serde_json::json!({"state": "open"}),
+            serde_json::json!({"state": "archived", "by": "carol"})
+        ]
+    );
+    b.broadcast(MessagePosted {
+        chat_id: 3,
+        text: "t".into(),
+        tags: vec![],
+        edited_at: None,
+    })
+    .await
+    .unwrap();
+    fake.assert_broadcast::<MessagePosted>()
+        .to_room(&ChatRoom { id: 3 }.name());
     assert_eq!(ChatRoom { id: 3 }.name(), "chat|3");
 }

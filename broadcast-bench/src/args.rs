@@ -85,9 +85,7 @@ impl Flags {
     {
         match self.values.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|e| format!("--{name} {v}: {e}").into()),
+            Some(v) => v.parse().map_err(|e| format!("--{name} {v}: {e}").into()),
         }
     }
 

@@ -217,10 +217,7 @@ mod tests {
             pad: "xx",
         };
         let frame = format!("42[\"bench\",{}]", serde_json::to_string(&tick).unwrap());
-        assert_eq!(
-            parse_tick(&frame),
-            Some((7, 123, 1_764_000_000_000_000))
-        );
+        assert_eq!(parse_tick(&frame), Some((7, 123, 1_764_000_000_000_000)));
         assert_eq!(parse_tick(r#"42["other",{"room":1}]"#), None);
         assert_eq!(parse_tick(r#"42["bench",{"room":x}]"#), None);
     }

@@ -188,7 +188,9 @@ async fn run_all(
         Some(_) => None,
         None => {
             if !crate::redis::available() {
-                bail!("redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url");
+                bail!(
+                    "redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url"
+                );
             }
             Some(LocalRedis::start().await?)
         }
@@ -222,12 +224,13 @@ async fn run_all(
     if let Some(r) = local {
         r.stop().await;
     }
+    // A single run prints its fields in declaration order.
     let line = if runs == 1 && variants.len() == 1 {
-        serde_json::to_value(&results[0])?
+        serde_json::to_string(&results[0])?
     } else {
-        summary(sc, mode, runs, &results)?
+        serde_json::to_string(&summary(sc, mode, runs, &results)?)?
     };
-    println!("{}", serde_json::to_string(&line)?);
+    println!("{line}");
     Ok(())
 }
 
@@ -470,7 +473,10 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
         // Per-run ratios of a framework run to the baseline run next to it
         // (same iteration), then their median: the machine's load changes
         // between iterations, much less within one.
-        let fw: Vec<&RunResult> = results.iter().filter(|r| r.variant == "framework").collect();
+        let fw: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.variant == "framework")
+            .collect();
         let base: Vec<&RunResult> = results.iter().filter(|r| r.variant == "baseline").collect();
         if !fw.is_empty() && fw.len() == base.len() {
             let mut ratios = Map::new();
@@ -485,7 +491,10 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
                 }
                 ratios.insert(f.into(), serde_json::to_value(Spread::of(&v))?);
             }
-            o.insert("ratio_framework_over_baseline".into(), Value::Object(ratios));
+            o.insert(
+                "ratio_framework_over_baseline".into(),
+                Value::Object(ratios),
+            );
         }
         o.insert("all".into(), serde_json::to_value(results)?);
     }

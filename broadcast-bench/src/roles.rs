@@ -120,7 +120,10 @@ async fn baseline_io(
     url: &str,
     prefix: &str,
     variant: Variant,
-) -> Result<(socketioxide::layer::SocketIoLayer<BaselineAdapter>, SocketIo<BaselineAdapter>)> {
+) -> Result<(
+    socketioxide::layer::SocketIoLayer<BaselineAdapter>,
+    SocketIo<BaselineAdapter>,
+)> {
     let client = baseline_fred(url, variant)?;
     let ctr =
         RedisAdapterCtr::new_with_fred_config(client, baseline_adapter_config(prefix, variant))

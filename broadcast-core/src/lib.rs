@@ -51,8 +51,8 @@ pub mod redis;
 pub mod kind;
 
 pub use broadcaster::{
-    Broadcast, Broadcaster, BroadcasterBuilder, Except, Outcome, SkipReason, Stats, broadcast, current,
-    install, with_broadcaster,
+    Broadcast, Broadcaster, BroadcasterBuilder, Except, Outcome, SkipReason, Stats, broadcast,
+    current, install, with_broadcaster,
 };
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};
 pub use event::{BroadcastEvent, PayloadError, Resource};
@@ -71,15 +71,15 @@ pub use broadcast_derive::Room;
 /// Items the derives expand to. Not public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::join::derive_support as room;
     pub use crate::kind::{FutureKind, PlainKind, ResourceKind, ValueKind};
     pub use crate::schema::{NoSchemaKind, SchemaKind, SchemaProbe};
-    pub use serde_json::Value;
-    pub use std::option::Option;
-    pub use crate::join::derive_support as room;
     pub use inventory;
     pub use serde::Serialize;
+    pub use serde_json::Value;
     pub use std::borrow::Cow;
     pub use std::format;
     pub use std::future::Future;
+    pub use std::option::Option;
     pub use std::result::Result;
 }

@@ -101,7 +101,10 @@ fn identifier_type(r: &RoomDescriptor) -> String {
         [] => "null | undefined | Record<string, never>".to_string(),
         [one] => format!("{scalar} | {{ {}: {scalar} }} | [{scalar}]", prop(one)),
         many => {
-            let obj: Vec<String> = many.iter().map(|f| format!("{}: {scalar}", prop(f))).collect();
+            let obj: Vec<String> = many
+                .iter()
+                .map(|f| format!("{}: {scalar}", prop(f)))
+                .collect();
             let arr: Vec<&str> = many.iter().map(|_| scalar).collect();
             format!("{{ {} }} | [{}]", obj.join("; "), arr.join(", "))
         }
@@ -109,11 +112,7 @@ fn identifier_type(r: &RoomDescriptor) -> String {
 }
 
 fn ns_prefix(ns: &str) -> String {
-    if ns == "/" {
-        String::new()
-    } else {
-        pascal(ns)
-    }
+    if ns == "/" { String::new() } else { pascal(ns) }
 }
 
 /// `chat_room`, `/admin-tools` -> `ChatRoom`, `AdminTools`.
@@ -143,10 +142,9 @@ fn quote(s: &str) -> String {
 }
 
 fn prop(name: &str) -> String {
-    let ident = name
-        .chars()
-        .enumerate()
-        .all(|(i, c)| c == '_' || c == '$' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+    let ident = name.chars().enumerate().all(|(i, c)| {
+        c == '_' || c == '$' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())
+    });
     if ident && !name.is_empty() {
         name.to_string()
     } else {
@@ -163,7 +161,11 @@ struct Defs {
 
 impl Defs {
     fn emit(&mut self, name: &str, body: &str) {
-        if self.seen.insert(name.to_string(), body.to_string()).is_none() {
+        if self
+            .seen
+            .insert(name.to_string(), body.to_string())
+            .is_none()
+        {
             let _ = writeln!(self.out, "export type {name} = {body};\n");
         }
     }
@@ -257,7 +259,11 @@ impl Defs {
                 let mut fields = Vec::new();
                 if let Some(Value::Object(props)) = obj.get("properties") {
                     for (name, schema) in props {
-                        let opt = if required.contains(name.as_str()) { "" } else { "?" };
+                        let opt = if required.contains(name.as_str()) {
+                            ""
+                        } else {
+                            "?"
+                        };
                         fields.push(format!("{}{opt}: {}", prop(name), self.ty(schema)));
                     }
                 }
@@ -334,7 +340,11 @@ mod tests {
         assert!(ty.contains("owner: UserRef"), "{ty}");
         assert!(ty.contains("meta: { [key: string]: boolean }"), "{ty}");
         assert!(ty.contains(r#""with-dash": boolean"#), "{ty}");
-        assert!(d.out.contains("export type UserRef = { name: string };"), "{}", d.out);
+        assert!(
+            d.out.contains("export type UserRef = { name: string };"),
+            "{}",
+            d.out
+        );
     }
 
     #[test]

@@ -73,7 +73,12 @@ pub fn derive(input: &DeriveInput) -> TokenStream {
     }
 }
 
-fn validate<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: RoomAttrs, krate: syn::Path) -> Option<RoomModel<'a>> {
+fn validate<'a>(
+    cx: &Ctxt,
+    input: &'a DeriveInput,
+    attrs: RoomAttrs,
+    krate: syn::Path,
+) -> Option<RoomModel<'a>> {
     let fields = match &input.data {
         Data::Struct(s) => Some(&s.fields),
         Data::Enum(e) => {
@@ -84,7 +89,10 @@ fn validate<'a>(cx: &Ctxt, input: &'a DeriveInput, attrs: RoomAttrs, krate: syn:
             None
         }
         Data::Union(u) => {
-            cx.error_spanned_by(u.union_token, "`Room` can only be derived for structs, not unions");
+            cx.error_spanned_by(
+                u.union_token,
+                "`Room` can only be derived for structs, not unions",
+            );
             None
         }
     };

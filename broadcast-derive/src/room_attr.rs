@@ -36,7 +36,10 @@ impl RoomAttrs {
                 out.first = Some(attr.to_token_stream());
             }
             if let syn::Meta::Path(_) = attr.meta {
-                cx.error_spanned_by(attr, format!("expected `#[room(...)]` with some of: {KEYS}"));
+                cx.error_spanned_by(
+                    attr,
+                    format!("expected `#[room(...)]` with some of: {KEYS}"),
+                );
                 continue;
             }
             let result = attr.parse_nested_meta(|meta| {
@@ -52,7 +55,10 @@ impl RoomAttrs {
                     }
                     "public" => {
                         if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
-                            cx.error_spanned_by(&key, "`public` takes no value: write `#[room(public)]`");
+                            cx.error_spanned_by(
+                                &key,
+                                "`public` takes no value: write `#[room(public)]`",
+                            );
                             skip_value(&meta)?;
                         }
                         set(cx, &mut out.public, key, ());
@@ -73,11 +79,17 @@ impl RoomAttrs {
                         let lit = lit_str(&meta)?;
                         match lit.parse::<syn::Path>() {
                             Ok(path) => set(cx, &mut out.krate, key, path),
-                            Err(_) => cx.error_spanned_by(&lit, "expected a path like `crate = \"::my::broadcast_core\"`"),
+                            Err(_) => cx.error_spanned_by(
+                                &lit,
+                                "expected a path like `crate = \"::my::broadcast_core\"`",
+                            ),
                         }
                     }
                     other => {
-                        cx.error_spanned_by(&key, format!("unknown room attribute `{other}`; expected one of: {KEYS}"));
+                        cx.error_spanned_by(
+                            &key,
+                            format!("unknown room attribute `{other}`; expected one of: {KEYS}"),
+                        );
                         skip_value(&meta)?;
                     }
                 }

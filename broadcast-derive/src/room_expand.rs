@@ -38,9 +38,11 @@ pub fn room(m: &RoomModel) -> TokenStream {
         Shape::Tuple => quote!(Tuple),
         Shape::Named => quote!(Named),
     };
-    let gets = m.fields.iter().enumerate().map(|(i, f)| {
-        quote_spanned!(f.ty.span()=> __fields.get(#i)?)
-    });
+    let gets = m
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| quote_spanned!(f.ty.span()=> __fields.get(#i)?));
     let construct = match m.shape {
         Shape::Unit => quote!(Self),
         Shape::EmptyBraces => quote!(Self {}),

@@ -98,7 +98,11 @@ impl<'a> FieldValues<'a> {
                 });
             }
         };
-        Ok(Self { key, fields, values })
+        Ok(Self {
+            key,
+            fields,
+            values,
+        })
     }
 
     /// Parses the value of field `index`.
@@ -160,16 +164,34 @@ mod tests {
         assert_eq!(one(json!(5), Shape::Tuple), Ok(5));
         assert_eq!(one(json!([5]), Shape::Tuple), Ok(5));
         assert_eq!(one(json!({"chat_id": 5}), Shape::Named), Ok(5));
-        assert!(matches!(one(json!({"chat_id": 5}), Shape::Tuple), Err(RoomDataError::Shape { .. })));
-        assert!(matches!(one(json!(null), Shape::Tuple), Err(RoomDataError::Shape { got: "nothing", .. })));
-        assert!(matches!(one(json!("x"), Shape::Tuple), Err(RoomDataError::Field { .. })));
-        assert!(matches!(one(json!([1, 2]), Shape::Tuple), Err(RoomDataError::Arity { got: 2, .. })));
+        assert!(matches!(
+            one(json!({"chat_id": 5}), Shape::Tuple),
+            Err(RoomDataError::Shape { .. })
+        ));
+        assert!(matches!(
+            one(json!(null), Shape::Tuple),
+            Err(RoomDataError::Shape { got: "nothing", .. })
+        ));
+        assert!(matches!(
+            one(json!("x"), Shape::Tuple),
+            Err(RoomDataError::Field { .. })
+        ));
+        assert!(matches!(
+            one(json!([1, 2]), Shape::Tuple),
+            Err(RoomDataError::Arity { got: 2, .. })
+        ));
         assert!(matches!(
             one(json!({"chat_id": 1, "x": 2}), Shape::Named),
             Err(RoomDataError::UnknownField { .. })
         ));
-        assert!(matches!(one(json!({}), Shape::Named), Err(RoomDataError::MissingField { .. })));
-        assert!(matches!(one(json!(-1), Shape::Tuple), Err(RoomDataError::Field { .. })));
+        assert!(matches!(
+            one(json!({}), Shape::Named),
+            Err(RoomDataError::MissingField { .. })
+        ));
+        assert!(matches!(
+            one(json!(-1), Shape::Tuple),
+            Err(RoomDataError::Field { .. })
+        ));
     }
 
     #[test]
@@ -200,7 +222,9 @@ mod tests {
     fn long_unknown_keys_are_truncated() {
         let key = "k".repeat(1000);
         let v = json!({ key: 1 });
-        let Err(RoomDataError::UnknownField { field, .. }) = FieldValues::new("c", &["a"], Shape::Named, &v) else {
+        let Err(RoomDataError::UnknownField { field, .. }) =
+            FieldValues::new("c", &["a"], Shape::Named, &v)
+        else {
             panic!("expected an unknown field error");
         };
         assert_eq!(field.len(), MAX_ECHO + 3);

@@ -121,11 +121,19 @@ impl RoomEntry {
         (self.authorize)(ctx, room)
     }
 
-    pub(crate) fn on_join<'a>(&self, ctx: &'a JoinContext, room: &'a ParsedRoom) -> BoxFuture<'a, ()> {
+    pub(crate) fn on_join<'a>(
+        &self,
+        ctx: &'a JoinContext,
+        room: &'a ParsedRoom,
+    ) -> BoxFuture<'a, ()> {
         (self.on_join)(ctx, room)
     }
 
-    pub(crate) fn on_leave<'a>(&self, ctx: &'a JoinContext, room: &'a ParsedRoom) -> BoxFuture<'a, ()> {
+    pub(crate) fn on_leave<'a>(
+        &self,
+        ctx: &'a JoinContext,
+        room: &'a ParsedRoom,
+    ) -> BoxFuture<'a, ()> {
         (self.on_leave)(ctx, room)
     }
 }
@@ -144,7 +152,11 @@ fn parse_erased<R: JoinableRoom>(data: &serde_json::Value) -> Result<ParsedRoom,
 /// and one non-empty `|`-separated segment per field. A field value holding
 /// `|` would let two different rooms share one name (`pair|a|b|c`), so it
 /// is refused here rather than trusted to every room type.
-pub(crate) fn check_name(key: &'static str, fields: usize, name: &str) -> Result<(), RoomDataError> {
+pub(crate) fn check_name(
+    key: &'static str,
+    fields: usize,
+    name: &str,
+) -> Result<(), RoomDataError> {
     let err = |reason: String| Err(RoomDataError::Name { key, reason });
     if let Err(e) = validate_room(name) {
         return err(e.to_string());
@@ -182,14 +194,20 @@ fn authorize_erased<'a, R: JoinableRoom>(
     }
 }
 
-fn on_join_erased<'a, R: JoinableRoom>(ctx: &'a JoinContext, room: &'a ParsedRoom) -> BoxFuture<'a, ()> {
+fn on_join_erased<'a, R: JoinableRoom>(
+    ctx: &'a JoinContext,
+    room: &'a ParsedRoom,
+) -> BoxFuture<'a, ()> {
     match room.value.downcast_ref::<R>() {
         Some(room) => Box::pin(R::on_join(ctx, room)),
         None => Box::pin(std::future::ready(())),
     }
 }
 
-fn on_leave_erased<'a, R: JoinableRoom>(ctx: &'a JoinContext, room: &'a ParsedRoom) -> BoxFuture<'a, ()> {
+fn on_leave_erased<'a, R: JoinableRoom>(
+    ctx: &'a JoinContext,
+    room: &'a ParsedRoom,
+) -> BoxFuture<'a, ()> {
     match room.value.downcast_ref::<R>() {
         Some(room) => Box::pin(R::on_leave(ctx, room)),
         None => Box::pin(std::future::ready(())),

@@ -117,7 +117,8 @@ pub const DEFAULT_MAX_JOIN_BYTES: usize = 4 * 1024;
 /// Longest room key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 64;
 
-type Authenticator = Arc<dyn Fn(Handshake) -> BoxFuture<'static, Result<Option<Identity>, String>> + Send + Sync>;
+type Authenticator =
+    Arc<dyn Fn(Handshake) -> BoxFuture<'static, Result<Option<Identity>, String>> + Send + Sync>;
 
 /// Every registered joinable room, ready to be wired into a [`SocketIo`].
 /// Cheap to clone.
@@ -419,7 +420,8 @@ impl RoomsBuilder {
     /// unique per namespace, namespaces are valid.
     pub fn build(self) -> Result<Rooms, RoomsError> {
         let mut namespaces: BTreeMap<&'static str, Vec<Registered>> = BTreeMap::new();
-        let mut entries: Vec<&'static RoomEntry> = inventory::iter::<RoomEntry>.into_iter().collect();
+        let mut entries: Vec<&'static RoomEntry> =
+            inventory::iter::<RoomEntry>.into_iter().collect();
         entries.sort_by_key(|e| (e.namespace(), e.key(), e.type_name()));
         for entry in entries {
             if let Err(reason) = validate_key(entry.key()) {

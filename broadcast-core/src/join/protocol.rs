@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, TryData};
-use socketioxide::handler::{ConnectMiddleware, FromConnectParts, FromMessage, FromMessageParts, Value};
+use socketioxide::handler::{
+    ConnectMiddleware, FromConnectParts, FromMessage, FromMessageParts, Value,
+};
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Str;
@@ -172,15 +174,25 @@ pub(crate) struct JoinCall<A: Adapter> {
 
 impl<A: Adapter> FromMessage<A> for JoinCall<A> {
     type Error = Infallible;
-    fn from_message(socket: Arc<Socket<A>>, value: Value, ack_id: Option<i64>) -> Result<Self, Infallible> {
-        Ok(Self { socket, value, ack_id })
+    fn from_message(
+        socket: Arc<Socket<A>>,
+        value: Value,
+        ack_id: Option<i64>,
+    ) -> Result<Self, Infallible> {
+        Ok(Self {
+            socket,
+            value,
+            ack_id,
+        })
     }
 }
 
 impl<A: Adapter> JoinCall<A> {
     fn size(&self) -> usize {
         match &self.value {
-            Value::Str(text, bins) => text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>(),
+            Value::Str(text, bins) => {
+                text.len() + bins.iter().flatten().map(|b| b.len()).sum::<usize>()
+            }
             Value::Bytes(b) => b.len(),
         }
     }
@@ -189,10 +201,15 @@ impl<A: Adapter> JoinCall<A> {
     fn data(&mut self) -> Result<serde_json::Value, String> {
         if let Value::Str(text, None) = &self.value {
             // The common parser's text is the event array itself.
-            let args: Vec<serde_json::Value> = serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
+            let args: Vec<serde_json::Value> =
+                serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
             return Ok(args.into_iter().nth(1).unwrap_or(serde_json::Value::Null));
         }
-        let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(&self.socket, &mut self.value, &self.ack_id);
+        let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(
+            &self.socket,
+            &mut self.value,
+            &self.ack_id,
+        );
         data.map_err(|e| e.to_string())
     }
 }
@@ -226,8 +243,10 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
     ) -> impl Future<Output = MiddlewareResult> + Send {
         async move {
             if let Some(authenticate) = &self.inner.authenticator {
-                let Ok(TryData(payload)) = TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
-                let handshake = Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
+                let Ok(TryData(payload)) =
+                    TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
+                let handshake =
+                    Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
                 match authenticate(handshake).await {
                     Ok(Some(identity)) => {
                         socket.extensions.insert(identity);
@@ -250,9 +269,13 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
     for room in inner.rooms_in(socket.ns()) {
         let entry = room.entry;
         let (rooms, st) = (inner.clone(), state.clone());
-        socket.on(room.join_event.clone(), move |call: JoinCall<A>| on_join(rooms, st, entry, call));
+        socket.on(room.join_event.clone(), move |call: JoinCall<A>| {
+            on_join(rooms, st, entry, call)
+        });
         let (rooms, st) = (inner.clone(), state.clone());
-        socket.on(room.leave_event.clone(), move |call: JoinCall<A>| on_leave(rooms, st, entry, call));
+        socket.on(room.leave_event.clone(), move |call: JoinCall<A>| {
+            on_leave(rooms, st, entry, call)
+        });
     }
     let rooms = inner.clone();
     socket.on_fallback(move |call: JoinCall<A>| on_other(rooms, call));
@@ -269,7 +292,13 @@ async fn on_join<A: Adapter>(
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
     let result = join(&rooms, &state, entry, call).await;
-    reply(&socket, ack_id, JOINED_EVENT, result.map(|room| (room, true))).await;
+    reply(
+        &socket,
+        ack_id,
+        JOINED_EVENT,
+        result.map(|room| (room, true)),
+    )
+    .await;
 }
 
 async fn on_leave<A: Adapter>(
@@ -289,10 +318,14 @@ async fn on_leave<A: Adapter>(
 /// Answers `join_<key>` / `leave_<key>` for keys this namespace does not
 /// have; other unhandled events are left alone (they are the app's).
 async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
-    let Ok(Event(event)) = Event::from_message_parts(&call.socket, &mut call.value, &call.ack_id) else {
+    let Ok(Event(event)) = Event::from_message_parts(&call.socket, &mut call.value, &call.ack_id)
+    else {
         return;
     };
-    let Some(key) = event.strip_prefix("join_").or_else(|| event.strip_prefix("leave_")) else {
+    let Some(key) = event
+        .strip_prefix("join_")
+        .or_else(|| event.strip_prefix("leave_"))
+    else {
         return;
     };
     if !wait_connected(&call.socket).await {
@@ -332,11 +365,17 @@ async fn join<A: Adapter>(
     }
     let ctx = JoinContext::for_socket(&socket);
     if !entry.public() && !ctx.is_authenticated() {
-        return Err(JoinError::Forbidden { room: name.to_owned() });
+        return Err(JoinError::Forbidden {
+            room: name.to_owned(),
+        });
     }
     match entry.authorize(&ctx, &room).await {
         Authorization::Allow => {}
-        Authorization::Forbid => return Err(JoinError::Forbidden { room: name.to_owned() }),
+        Authorization::Forbid => {
+            return Err(JoinError::Forbidden {
+                room: name.to_owned(),
+            });
+        }
         Authorization::Invalid(msg) => {
             return Err(JoinError::Invalid {
                 room: name.to_owned(),
@@ -345,7 +384,10 @@ async fn join<A: Adapter>(
         }
     }
     {
-        let _guard = state.membership.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = state
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match membership(&socket, name) {
             Membership::Member => return Ok(name.to_owned()),
             Membership::NotMember { rooms } if rooms >= limit => {
@@ -361,7 +403,9 @@ async fn join<A: Adapter>(
     // lands after that would stay in the adapter forever.
     if !socket.connected() {
         socket.leave(name.to_owned());
-        return Err(JoinError::Disconnected { room: name.to_owned() });
+        return Err(JoinError::Disconnected {
+            room: name.to_owned(),
+        });
     }
     entry.on_join(&ctx, &room).await;
     Ok(name.to_owned())
@@ -379,7 +423,10 @@ async fn leave<A: Adapter>(
     let room = parse(rooms, entry, call)?;
     let name = room.name();
     let was_member = {
-        let _guard = state.membership.lock().unwrap_or_else(PoisonError::into_inner);
+        let _guard = state
+            .membership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let member = matches!(membership(&socket, name), Membership::Member);
         if member {
             socket.leave(name.to_owned());

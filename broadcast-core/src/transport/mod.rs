@@ -19,7 +19,6 @@ pub use socketio::SocketIoTransport;
 #[cfg(feature = "redis")]
 pub(crate) use socketio::classify;
 
-
 /// A boxed, `Send` future, as transports return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

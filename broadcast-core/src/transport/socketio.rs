@@ -37,7 +37,9 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
             let mut first_failure = None;
             for group in d.targets.namespaces() {
                 let result = match self.io.of(&*group.namespace) {
-                    None => Err(TransportError::UnknownNamespace(group.namespace.to_string())),
+                    None => Err(TransportError::UnknownNamespace(
+                        group.namespace.to_string(),
+                    )),
                     Some(op) => {
                         // socketioxide excludes a sender through the socket's own
                         // broadcast operator (the id travels to other nodes with

@@ -1,0 +1,228 @@
+//! The chat server, as a router: used by `main.rs` and by the tests.
+
+use std::error::Error;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use broadcast_core::join::{Rooms, set_identity};
+use broadcast_core::{BroadcastEvent, Broadcaster, Room, broadcast, registry};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::SocketIo;
+use socketioxide::adapter::Adapter;
+use socketioxide::extract::{Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
+
+use crate::events::{
+    MessagePosted, User, UserNotified, UserRoom, chat, may_access, now_rfc3339, valid_user_name,
+};
+
+/// A built chat server.
+pub struct App {
+    pub router: axum::Router,
+    pub broadcaster: Broadcaster,
+}
+
+/// Builds the server: in-memory when `redis_url` is `None`, else joined to
+/// the other servers through Redis.
+pub async fn build(redis_url: Option<&str>) -> Result<App, Box<dyn Error>> {
+    let rooms = Rooms::new()?;
+    match redis_url {
+        None => {
+            let (layer, io) = SocketIo::new_layer();
+            io.ns("/", rooms.handler(on_connect).with(join_own_room));
+            rooms.attach(&io);
+            let broadcaster = Broadcaster::socketio(io);
+            Ok(App {
+                router: routes().layer(layer),
+                broadcaster,
+            })
+        }
+        Some(url) => {
+            let config = broadcast_core::redis::RedisConfig::from_url(url)?;
+            let parts = broadcast_core::redis::server(config).await?;
+            parts
+                .io
+                .ns("/", rooms.handler(on_connect).with(join_own_room))
+                .await?;
+            for init in rooms.attach(&parts.io).init {
+                init.await?;
+            }
+            Ok(App {
+                router: routes().layer(parts.layer),
+                broadcaster: parts.broadcaster,
+            })
+        }
+    }
+}
+
+/// Connect-time authentication, as a connect middleware (it runs before the
+/// rooms' one and before the connect is acknowledged): `auth: {"user":
+/// "<name>"}` with a name of 1-32 letters or digits, else a `connect_error`.
+/// It stores the identity the room authorizers read, and puts the socket in
+/// its own `user|<name>` room, so a notification sent right after
+/// connecting arrives.
+async fn join_own_room<A: Adapter>(
+    socket: SocketRef<A>,
+    Data(auth): Data<Value>,
+) -> Result<(), String> {
+    let name = auth["user"].as_str().unwrap_or_default();
+    if !valid_user_name(name) {
+        return Err("auth.user must be a name of 1 to 32 letters or digits".into());
+    }
+    set_identity(&socket, User(name.to_string()));
+    socket.join(
+        UserRoom {
+            name: name.to_string(),
+        }
+        .name(),
+    );
+    Ok(())
+}
+
+async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
+    tracing::info!(sid = %socket.id, "connected");
+}
+
+fn routes() -> axum::Router {
+    axum::Router::new()
+        .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .route("/events", get(|| async { Json(registry::snapshot()) }))
+        .route(
+            "/events.d.ts",
+            get(|| async {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/typescript; charset=utf-8",
+                    )],
+                    broadcast_core::typescript::declarations(),
+                )
+            }),
+        )
+        .route("/chats", get(list_chats))
+        .route("/chats/{chat_id}/messages", post(post_message))
+        .route("/users/{name}/notify", post(notify))
+}
+
+async fn list_chats() -> Json<Value> {
+    Json(json!(
+        crate::events::CHATS
+            .iter()
+            .map(|c| json!({"id": c.id, "name": c.name, "public": c.members.is_none()}))
+            .collect::<Vec<_>>()
+    ))
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewMessage {
+    author: String,
+    text: String,
+}
+
+async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Ok(chat_id) = chat_id.parse::<u64>() else {
+        return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
+    };
+    let msg: NewMessage = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let Some(chat) = chat(chat_id) else {
+        return error(StatusCode::NOT_FOUND, format!("there is no chat {chat_id}"));
+    };
+    if !valid_user_name(&msg.author) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "author must be a name of 1 to 32 letters or digits",
+        );
+    }
+    if !may_access(chat, &msg.author) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{} may not post in chat {chat_id}", msg.author),
+        );
+    }
+    let len = msg.text.chars().count();
+    if !(1..=2000).contains(&len) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text must be 1 to 2000 characters",
+        );
+    }
+    let mut b = broadcast(MessagePosted {
+        chat_id,
+        author: msg.author,
+        text: msg.text,
+        sent_at: now_rfc3339(),
+    });
+    // Laravel's toOthers(): the sending socket does not get its own message.
+    if let Some(sid) = headers.get("x-socket-id") {
+        match sid.to_str() {
+            Ok(sid) => b = b.except_socket_id(sid),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "X-Socket-ID is not text"),
+        }
+    }
+    delivered(MessagePosted::NAME, b.await)
+}
+
+#[derive(Deserialize)]
+struct Notification {
+    text: String,
+}
+
+async fn notify(Path(name): Path<String>, body: Bytes) -> Response {
+    if !valid_user_name(&name) {
+        return error(StatusCode::NOT_FOUND, format!("no user `{name}`"));
+    }
+    let n: Notification = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
+    };
+    let len = n.text.chars().count();
+    if !(1..=2000).contains(&len) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "text must be 1 to 2000 characters",
+        );
+    }
+    delivered(
+        UserNotified::NAME,
+        broadcast(UserNotified {
+            user: name,
+            text: n.text,
+        })
+        .await,
+    )
+}
+
+fn delivered(
+    event: &str,
+    result: Result<broadcast_core::Outcome, broadcast_core::BroadcastError>,
+) -> Response {
+    match result {
+        Ok(outcome) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "event": event,
+                "rooms": outcome.targets().map(|t| t.room_names()).unwrap_or_default(),
+            })),
+        )
+            .into_response(),
+        Err(broadcast_core::BroadcastError::InvalidExcept { .. }) => {
+            error(StatusCode::BAD_REQUEST, "X-Socket-ID is not a socket id")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "broadcast failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
