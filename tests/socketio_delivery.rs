@@ -286,3 +286,32 @@ async fn installed_broadcaster_serves_broadcast_from_spawned_tasks() {
     let got = c.next_event(WAIT).await.unwrap();
     assert_eq!(got.args[0]["title"], "from a task");
 }
+
+#[tokio::test]
+async fn except_several_sockets_through_their_id_rooms() {
+    // The rooms middleware puts every socket in its own id room, so any
+    // number of sockets can be skipped, wherever they are connected.
+    let rooms = broadcast_core::join::Rooms::new().unwrap();
+    let (layer, io) = SocketIo::new_layer();
+    io.ns(
+        "/",
+        rooms.handler(async |_: SocketRef| {}).with(join_from_auth),
+    );
+    let srv = TestServer::serve(layer).await.unwrap();
+    let mut a = client(&srv, "/", &["chat|1"]).await;
+    let mut b = client(&srv, "/", &["chat|1"]).await;
+    let mut c = client(&srv, "/", &["chat|1"]).await;
+    let sid = |x: &SioClient| -> socketioxide::socket::Sid { x.sid("/").unwrap().parse().unwrap() };
+    Broadcaster::socketio(io)
+        .broadcast(UpdateChat {
+            chat_id: 1,
+            title: "t".into(),
+        })
+        .except(sid(&a))
+        .except(sid(&b))
+        .await
+        .unwrap();
+    assert_eq!(c.next_event(WAIT).await.unwrap().event, "update_chat");
+    a.expect_silence(QUIET).await.unwrap();
+    b.expect_silence(QUIET).await.unwrap();
+}

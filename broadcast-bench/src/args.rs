@@ -27,7 +27,8 @@ OPTIONS:
     --events E          events broadcast per room                             [500]
     --pad B             bytes of padding in each payload                      [100]
     --rate X            events/s over all rooms; 0 = as fast as the worker can [0]
-    --inflight W        broadcasts the worker keeps in flight                 [1]
+    --inflight W        broadcasts the worker keeps in flight (1 = await each
+                        before the next)                                      [16]
     --runs K            runs per variant                         [5 for compare, else 1]
     --redis-url URL     use this Redis (default: $REDIS_URL, else a fresh
                         redis-server on a free loopback port)

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::args::{Flags, USAGE, Variant};
 use crate::client::{self, Live, Tally};
-use crate::procs::{Proc, cpu_seconds};
+use crate::procs::{Proc, process_cpu};
 use crate::redis::LocalRedis;
 use crate::roles::now_us;
 use crate::stats::{Spread, percentile};
@@ -65,7 +65,7 @@ impl Scenario {
     /// Server of client `i`: blocks of R consecutive clients per server, so
     /// every server holds members of every room.
     fn server_of(&self, i: usize) -> usize {
-        (i / self.rooms as usize) % self.servers
+        (i / self.rooms as usize) % self.servers.max(1)
     }
 }
 
@@ -87,6 +87,8 @@ pub struct RunResult {
     /// From the worker's start to the last delivery.
     pub elapsed_s: f64,
     pub worker_send_s: f64,
+    /// Broadcasts per second the worker completed (R x E / worker_send_s).
+    pub worker_events_per_s: f64,
     pub worker_failed: u64,
     pub latency_p50_us: u32,
     pub latency_p90_us: u32,
@@ -98,6 +100,11 @@ pub struct RunResult {
     pub cpu_redis_s: Option<f64>,
     /// The bench process itself (the clients).
     pub cpu_clients_s: f64,
+    /// Servers' and worker's CPU per unique delivery, in µs: the cost of
+    /// the path, less sensitive to other load on the machine than the rate.
+    pub cpu_us_per_delivery: f64,
+    /// The worker's CPU per broadcast, in µs.
+    pub worker_cpu_us_per_event: f64,
     /// Messages the framework's servers lost to a full fred pub/sub buffer
     /// (`null` for the baselines, which only log it).
     pub redis_lagged: Option<u64>,
@@ -144,15 +151,20 @@ pub fn main(argv: &[String]) -> Result<()> {
         events_per_room: f.get("events", 500)?,
         pad: f.get("pad", 100)?,
         rate: f.get("rate", 0.0)?,
-        inflight: f.get("inflight", 1)?,
+        inflight: f.get("inflight", 16)?,
         server_threads: f.get("server-threads", 0)?,
         worker_threads: f.get("worker-threads", 0)?,
         quiet: Duration::from_millis(f.get("quiet-ms", 2000)?),
         settle: Duration::from_millis(f.get("settle-ms", 300)?),
         timeout: Duration::from_secs(f.get("timeout-s", 60)?),
     };
-    if sc.servers == 0 || sc.clients == 0 || sc.rooms == 0 || runs == 0 {
-        bail!("--servers, --clients, --rooms and --runs must be at least 1");
+    if sc.rooms == 0 || runs == 0 {
+        bail!("--rooms and --runs must be at least 1");
+    }
+    if (sc.servers == 0) != (sc.clients == 0) {
+        bail!(
+            "--servers 0 --clients 0 together measure the worker alone (publish only); otherwise both must be at least 1"
+        );
     }
     if sc.rooms_per_client == 0 || sc.rooms_per_client > sc.rooms {
         bail!("--rooms-per-client must be between 1 and --rooms");
@@ -202,7 +214,9 @@ async fn run_all(
     };
     let redis_pid = local.as_ref().map(|r| r.pid);
     eprintln!(
-        "broadcast-e2e: redis {url}; {} ; {runs} run(s) of {mode}",
+        "broadcast-e2e: pid={} redis {}; {}; {runs} run(s) of {mode}",
+        std::process::id(),
+        crate::redis::redact(&url),
         serde_json::to_string(sc)?
     );
     let mut results = Vec::new();
@@ -313,10 +327,10 @@ async fn run_once(
             s += p.cpu()?;
         }
         let redis = match redis_pid {
-            Some(pid) => cpu_seconds(&format!("/proc/{pid}/stat"))?,
+            Some(pid) => process_cpu(pid)?,
             None => 0.0,
         };
-        Ok([s, worker.cpu()?, redis, cpu_seconds("/proc/self/stat")?])
+        Ok([s, worker.cpu()?, redis, process_cpu(std::process::id())?])
     };
     let cpu0 = cpu(&servers, &worker)?;
     let go_us = now_us();
@@ -385,6 +399,8 @@ async fn run_once(
     debug_assert_eq!(received, unique + dup + unexpected + malformed);
     lat.sort_unstable();
     let elapsed_s = last.saturating_sub(go_us) as f64 / 1e6;
+    let (cpu_servers, cpu_worker) = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]);
+    let send_s = done["send_s"].as_f64().unwrap_or(f64::NAN);
     Ok(RunResult {
         variant: variant.as_str(),
         run,
@@ -396,28 +412,41 @@ async fn run_once(
         malformed,
         disconnected_clients: disc,
         deliveries_per_s: if elapsed_s > 0.0 {
-            unique as f64 / elapsed_s
+            (unique as f64 / elapsed_s).round()
         } else {
             0.0
         },
-        elapsed_s,
-        worker_send_s: done["send_s"].as_f64().unwrap_or(f64::NAN),
+        elapsed_s: round3(elapsed_s),
+        worker_send_s: round3(send_s),
+        worker_events_per_s: (f64::from(sc.rooms) * f64::from(sc.events_per_room) / send_s).round(),
         worker_failed: done["failed"].as_u64().unwrap_or(0),
         latency_p50_us: percentile(&lat, 0.50),
         latency_p90_us: percentile(&lat, 0.90),
         latency_p99_us: percentile(&lat, 0.99),
         latency_max_us: lat.last().copied().unwrap_or(0),
-        cpu_servers_s: cpu1[0] - cpu0[0],
-        cpu_worker_s: cpu1[1] - cpu0[1],
-        cpu_redis_s: redis_pid.map(|_| cpu1[2] - cpu0[2]),
-        cpu_clients_s: cpu1[3] - cpu0[3],
+        cpu_servers_s: round3(cpu_servers),
+        cpu_worker_s: round3(cpu_worker),
+        cpu_redis_s: redis_pid.map(|_| round3(cpu1[2] - cpu0[2])),
+        cpu_clients_s: round3(cpu1[3] - cpu0[3]),
+        cpu_us_per_delivery: if unique > 0 {
+            round3((cpu_servers + cpu_worker) * 1e6 / unique as f64)
+        } else {
+            f64::NAN
+        },
+        worker_cpu_us_per_event: round3(
+            cpu_worker * 1e6 / (f64::from(sc.rooms) * f64::from(sc.events_per_room)),
+        ),
         redis_lagged: lagged,
         timed_out,
     })
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Fields summarized as median/min/max, and compared as ratios.
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 15] = [
     "deliveries_per_s",
     "lost",
     "duplicated",
@@ -429,14 +458,21 @@ const FIELDS: [&str; 11] = [
     "cpu_worker_s",
     "cpu_redis_s",
     "cpu_clients_s",
+    "cpu_us_per_delivery",
+    "worker_events_per_s",
+    "worker_cpu_us_per_event",
+    "elapsed_s",
 ];
-const RATIO_FIELDS: [&str; 6] = [
+const RATIO_FIELDS: [&str; 9] = [
     "deliveries_per_s",
     "latency_p50_us",
     "latency_p99_us",
     "cpu_servers_s",
     "cpu_worker_s",
     "cpu_redis_s",
+    "cpu_us_per_delivery",
+    "worker_events_per_s",
+    "worker_cpu_us_per_event",
 ];
 
 fn field(r: &RunResult, name: &str) -> Result<Option<f64>> {
@@ -457,7 +493,10 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
                 .iter()
                 .filter_map(|r| field(r, f).ok().flatten())
                 .collect();
-            m.insert(f.into(), serde_json::to_value(Spread::of(&values))?);
+            m.insert(
+                f.into(),
+                serde_json::to_value(Spread::of(&values).map(Spread::rounded))?,
+            );
         }
         let all_zero_loss = mine.iter().all(|r| r.lost == 0 && r.duplicated == 0);
         m.insert("zero_lost_and_duplicated".into(), all_zero_loss.into());
@@ -489,7 +528,10 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
                         v.push(x / y);
                     }
                 }
-                ratios.insert(f.into(), serde_json::to_value(Spread::of(&v))?);
+                ratios.insert(
+                    f.into(),
+                    serde_json::to_value(Spread::of(&v).map(Spread::rounded))?,
+                );
             }
             o.insert(
                 "ratio_framework_over_baseline".into(),

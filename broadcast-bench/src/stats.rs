@@ -39,6 +39,16 @@ impl Spread {
             max: v[n - 1],
         })
     }
+
+    /// Rounded to 4 decimals, for reading.
+    pub fn rounded(self) -> Spread {
+        let r = |x: f64| (x * 10_000.0).round() / 10_000.0;
+        Spread {
+            median: r(self.median),
+            min: r(self.min),
+            max: r(self.max),
+        }
+    }
 }
 
 #[cfg(test)]

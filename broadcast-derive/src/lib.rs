@@ -19,6 +19,22 @@
 //!
 //! Without `on` the event goes to one room named after it; without `as` the
 //! payload is the event itself (it must implement `serde::Serialize`).
+//!
+//! `#[derive(Room)]` implements `broadcast_core::Room` and
+//! `broadcast_core::JoinableRoom` for a struct whose fields are the room's
+//! identifier (`ChatRoom(123)` is `chat|123`, `Pair { a: 1, b: "x" }` is
+//! `pair|1|x`; every field is `Display` and `Deserialize`), and registers
+//! it for the join protocol (`broadcast_core::join`). In `#[room(...)]`,
+//! exactly one of `public` / `authorize` is required (deny by default):
+//!
+//! | key | meaning |
+//! |---|---|
+//! | `public` | any client may join, authenticated or not |
+//! | `authorize = path` | `path(&JoinContext, &Self)` decides; sync or async; returns `Authorization`, `bool` or a `Result` of either |
+//! | `key = "chat"` | the room key (default: the type name in snake_case, minus one trailing `_room`) |
+//! | `namespace = "/admin"` | the namespace the room lives in (default `/`) |
+//! | `on_join = path` / `on_leave = path` | hooks called with `(&JoinContext, &Self)`; sync or async |
+//! | `crate = "::path::to::broadcast_core"` | where `broadcast_core` is, if renamed |
 
 mod attr;
 mod ctxt;

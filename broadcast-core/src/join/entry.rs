@@ -15,14 +15,14 @@ use crate::target::validate_room;
 use crate::transport::BoxFuture;
 
 /// A room parsed from client data, its type erased.
-pub struct ParsedRoom {
+pub(crate) struct ParsedRoom {
     name: String,
     value: Box<dyn Any + Send + Sync>,
 }
 
 impl ParsedRoom {
     /// The room name (`chat|123`).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 }
@@ -42,6 +42,22 @@ type HookFn = for<'a> fn(&'a JoinContext, &'a ParsedRoom) -> BoxFuture<'a, ()>;
 /// Made by `#[derive(Room)]` or [`register_room!`](crate::register_room);
 /// there is no other way to build one, so its function pointers always
 /// match its room type.
+///
+/// ```standalone_crate
+/// use broadcast_core::Room;
+/// use broadcast_core::join::{RoomEntry, Rooms};
+///
+/// #[derive(Room)]
+/// #[room(public, namespace = "/games")]
+/// struct TableRoom { game: u64, table: u8 }
+///
+/// let entry = RoomEntry::of::<TableRoom>("TableRoom");
+/// assert_eq!((entry.key(), entry.namespace(), entry.public()), ("table", "/games", true));
+/// assert_eq!(entry.fields(), ["game", "table"]);
+/// // The derive registered it:
+/// let rooms = Rooms::new().unwrap();
+/// assert_eq!(rooms.rooms_in("/games").next().map(|e| e.type_name()), Some("TableRoom"));
+/// ```
 pub struct RoomEntry {
     key: &'static str,
     namespace: &'static str,

@@ -77,6 +77,12 @@
 //!   and join/leave events of at most 4 KiB (the whole encoded event).
 //! - `on_join` runs after the socket joined and `on_leave` after it left,
 //!   both before the reply; neither runs on disconnect.
+//! - Unknown keys are answered by a catch-all handler (`on_fallback`); other
+//!   unhandled events are left alone. A connect handler that sets its own
+//!   `on_fallback` replaces it, and `join_<unknown>` then goes unanswered.
+//! - A reply waits (about a second at most) for room in the socket's
+//!   outgoing buffer rather than being dropped, so a client with many
+//!   requests in flight still gets every answer.
 //!
 //! # Early joins
 //!
@@ -104,7 +110,8 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide_core::adapter::{CoreAdapter, DefinedAdapter, Spawnable};
 
 pub use context::{EmitError, Handshake, Identity, JoinContext, identity, set_identity};
-pub use entry::{ParsedRoom, RoomEntry};
+use entry::ParsedRoom;
+pub use entry::RoomEntry;
 pub use protocol::{ERROR_EVENT, JOINED_EVENT, JoinError, LEFT_EVENT, RoomsMiddleware};
 
 use crate::target::validate_namespace;
@@ -302,6 +309,15 @@ impl Rooms {
 }
 
 /// What [`Rooms::attach`] did.
+///
+/// ```no_run
+/// # async fn run(rooms: broadcast_core::join::Rooms, io: socketioxide::SocketIo) {
+/// let attached = rooms.attach(&io);
+/// println!("created {:?}, found {:?}", attached.created, attached.existing);
+/// // In-memory adapter: nothing to wait for. With Redis, await `init`.
+/// attached.spawn_init();
+/// # }
+/// ```
 pub struct Attached<A: Adapter> {
     /// Namespaces it created.
     pub created: Vec<&'static str>,

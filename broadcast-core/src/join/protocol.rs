@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,10 +16,15 @@ use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Str;
 
-use super::{Handshake, JoinContext, RoomEntry, RoomsInner};
+use super::{Handshake, JoinContext, ParsedRoom, RoomEntry, RoomsInner};
 use crate::room::{Authorization, RoomDataError};
 
 /// The event a client gets after joining: `{"room": "<name>"}`.
+///
+/// ```
+/// use broadcast_core::join::{ERROR_EVENT, JOINED_EVENT, LEFT_EVENT};
+/// assert_eq!([JOINED_EVENT, LEFT_EVENT, ERROR_EVENT], ["joined", "left", "error"]);
+/// ```
 pub const JOINED_EVENT: &str = "joined";
 /// The event a client gets after leaving a room it was in: `{"room": "<name>"}`.
 pub const LEFT_EVENT: &str = "left";
@@ -222,6 +226,18 @@ impl<A: Adapter> JoinCall<A> {
 /// handlers registered here see every join, even one emitted the instant the
 /// client is connected. (Handlers registered in the connect *handler* can
 /// miss it: that handler is spawned after the acknowledgement.)
+///
+/// ```no_run
+/// use broadcast_core::join::Rooms;
+/// use socketioxide::extract::SocketRef;
+/// use socketioxide::handler::ConnectHandler;
+///
+/// # fn run() -> Result<(), broadcast_core::join::RoomsError> {
+/// let (_layer, io) = socketioxide::SocketIo::new_layer();
+/// let rooms = Rooms::new()?;
+/// io.ns("/", (async |_: SocketRef| {}).with(rooms.middleware()));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RoomsMiddleware {
     pub(crate) inner: Arc<RoomsInner>,
@@ -236,35 +252,37 @@ impl fmt::Debug for RoomsMiddleware {
 type MiddlewareResult = Result<(), Box<dyn fmt::Display + Send>>;
 
 impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
-    fn call<'a>(
+    async fn call<'a>(
         &'a self,
         socket: Arc<Socket<A>>,
         auth: &'a Option<Value>,
-    ) -> impl Future<Output = MiddlewareResult> + Send {
-        async move {
-            if let Some(authenticate) = &self.inner.authenticator {
-                let Ok(TryData(payload)) =
-                    TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
-                let handshake =
-                    Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
-                match authenticate(handshake).await {
-                    Ok(Some(identity)) => {
-                        socket.extensions.insert(identity);
-                    }
-                    Ok(None) => {}
-                    Err(msg) => {
-                        tracing::debug!(target: "broadcast::rooms", ns = socket.ns(), sid = %socket.id, %msg, "connect refused by the authenticator");
-                        return Err(Box::new(msg) as Box<dyn fmt::Display + Send>);
-                    }
+    ) -> MiddlewareResult {
+        if let Some(authenticate) = &self.inner.authenticator {
+            let Ok(TryData(payload)) =
+                TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
+            let handshake =
+                Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
+            match authenticate(handshake).await {
+                Ok(Some(identity)) => {
+                    socket.extensions.insert(identity);
+                }
+                Ok(None) => {}
+                Err(msg) => {
+                    tracing::debug!(target: "broadcast::rooms", ns = socket.ns(), sid = %socket.id, %msg, "connect refused by the authenticator");
+                    return Err(Box::new(msg) as Box<dyn fmt::Display + Send>);
                 }
             }
-            install(&self.inner, &socket);
-            Ok(())
         }
+        install(&self.inner, &socket);
+        Ok(())
     }
 }
 
 fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
+    // As in Socket.IO's JavaScript server, a socket is in a room named by its
+    // id: broadcasts can then skip any socket (`except`), on any server,
+    // through the adapter's room exclusion.
+    socket.join(socket.id.to_string());
     let state = Arc::new(SocketState::default());
     for room in inner.rooms_in(socket.ns()) {
         let entry = room.entry;
@@ -444,7 +462,7 @@ fn parse<A: Adapter>(
     rooms: &RoomsInner,
     entry: &'static RoomEntry,
     mut call: JoinCall<A>,
-) -> Result<super::ParsedRoom, JoinError> {
+) -> Result<ParsedRoom, JoinError> {
     let size = call.size();
     if size > rooms.max_join_bytes {
         return Err(JoinError::TooLarge {
@@ -470,7 +488,10 @@ fn membership<A: Adapter>(socket: &Socket<A>, name: &str) -> Membership {
     if rooms.iter().any(|r| r == name) {
         Membership::Member
     } else {
-        Membership::NotMember { rooms: rooms.len() }
+        // The socket's own id room does not count towards the limit.
+        let own = socket.id.to_string();
+        let count = rooms.iter().filter(|r| **r != own).count();
+        Membership::NotMember { rooms: count }
     }
 }
 

@@ -45,7 +45,7 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
                         // broadcast operator (the id travels to other nodes with
                         // the adapter's options); a socket is not a room there.
                         // Sockets not connected here are excluded by their id
-                        // room, which `join::RoomsLayer` makes every socket join.
+                        // room, which the rooms middleware (`join::Rooms`) makes every socket join.
                         let mut sockets = d.except_sockets.iter();
                         let op = match sockets.next().and_then(|sid| op.get_socket(*sid)) {
                             Some(sender) => sender.broadcast(),

@@ -1,5 +1,0 @@
-#[test]
-fn ui_rooms() {
-    let t = trybuild::TestCases::new();
-    t.compile_fail("tests/ui/room-*.rs");
-}
