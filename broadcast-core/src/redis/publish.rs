@@ -19,7 +19,9 @@ use super::stats::{Counters, RedisStats};
 use super::{Client, RedisAdapter, RedisConfig, RedisConnection};
 use crate::error::TransportError;
 use crate::target::NamespaceTargets;
-use crate::transport::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport};
+use crate::transport::{
+    BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport, emit_group,
+};
 
 /// socketioxide-redis's channel for requests to every server of a namespace.
 pub(crate) fn request_channel(prefix: &str, namespace: &str) -> String {
@@ -370,28 +372,7 @@ impl Transport for RedisServerTransport {
             let mut first_failure = None;
             let mut requests = Vec::new();
             for group in d.targets.namespaces() {
-                let local = match self.io.of(&*group.namespace) {
-                    None => Err(TransportError::UnknownNamespace(
-                        group.namespace.to_string(),
-                    )),
-                    Some(op) => {
-                        // The same exclusion as `SocketIoTransport`, on this
-                        // server's sockets only.
-                        let op = match d.except_sockets.first().and_then(|s| op.get_socket(*s)) {
-                            Some(sender) => sender.broadcast(),
-                            None => op,
-                        };
-                        let mut op = op.local().to(group.rooms.clone());
-                        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
-                        except.extend(d.except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
-                        if !except.is_empty() {
-                            op = op.except(except);
-                        }
-                        op.emit(d.event, d.payload)
-                            .await
-                            .or_else(|e| crate::transport::classify(e, &mut report))
-                    }
-                };
+                let local = emit_group(&self.io, group, &d, true, &mut report).await;
                 let encoded = local.and_then(|()| self.publisher.encode(group, &d));
                 match encoded {
                     Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),

@@ -17,7 +17,7 @@ use crate::target::{NamespaceTargets, Targets};
 mod socketio;
 pub use socketio::SocketIoTransport;
 #[cfg(feature = "redis")]
-pub(crate) use socketio::classify;
+pub(crate) use socketio::emit_group;
 
 /// A boxed, `Send` future, as transports return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

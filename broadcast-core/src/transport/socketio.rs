@@ -7,6 +7,7 @@ use socketioxide::{BroadcastError as SioBroadcastError, SocketIo};
 
 use super::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport};
 use crate::error::TransportError;
+use crate::target::NamespaceTargets;
 
 /// Delivers through a [`SocketIo`] handle, with whatever adapter it runs
 /// (in-memory, or Redis to reach sockets of other servers).
@@ -36,33 +37,7 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
             let mut report = DeliveryReport::default();
             let mut first_failure = None;
             for group in d.targets.namespaces() {
-                let result = match self.io.of(&*group.namespace) {
-                    None => Err(TransportError::UnknownNamespace(
-                        group.namespace.to_string(),
-                    )),
-                    Some(op) => {
-                        // socketioxide excludes a sender through the socket's own
-                        // broadcast operator (the id travels to other nodes with
-                        // the adapter's options); a socket is not a room there.
-                        // Sockets not connected here are excluded by their id
-                        // room, which the rooms middleware (`join::Rooms`) makes every socket join.
-                        let mut sockets = d.except_sockets.iter();
-                        let op = match sockets.next().and_then(|sid| op.get_socket(*sid)) {
-                            Some(sender) => sender.broadcast(),
-                            None => op,
-                        };
-                        let rooms: Vec<Cow<'static, str>> = group.rooms.clone();
-                        let mut op = op.to(rooms);
-                        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
-                        except.extend(d.except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
-                        if !except.is_empty() {
-                            op = op.except(except);
-                        }
-                        // `&RawValue` serializes as its bytes: no second JSON pass.
-                        op.emit(d.event, d.payload).await
-                    }
-                    .or_else(|e| classify(e, &mut report)),
-                };
+                let result = emit_group(&self.io, group, &d, false, &mut report).await;
                 match result {
                     Ok(()) => report.namespaces += 1,
                     Err(error) => {
@@ -81,6 +56,43 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
             }
         })
     }
+}
+
+/// Emits one namespace's share of a delivery with a single socketioxide
+/// emit; `local` keeps it to this server's sockets (the adapter does not
+/// publish).
+pub(crate) async fn emit_group<A: Adapter>(
+    io: &SocketIo<A>,
+    group: &NamespaceTargets,
+    d: &Delivery<'_>,
+    local: bool,
+    report: &mut DeliveryReport,
+) -> Result<(), TransportError> {
+    let Some(op) = io.of(&*group.namespace) else {
+        return Err(TransportError::UnknownNamespace(
+            group.namespace.to_string(),
+        ));
+    };
+    // socketioxide excludes a sender through the socket's own broadcast
+    // operator (the id travels to other nodes with the adapter's options).
+    // Other sockets, and senders connected elsewhere, are excluded by their
+    // id room, which the rooms middleware (`join::Rooms`) makes every
+    // socket join.
+    let op = match d.except_sockets.first().and_then(|sid| op.get_socket(*sid)) {
+        Some(sender) => sender.broadcast(),
+        None => op,
+    };
+    let op = if local { op.local() } else { op };
+    let mut op = op.to(group.rooms.clone());
+    if !d.except_rooms.is_empty() || !d.except_sockets.is_empty() {
+        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
+        except.extend(d.except_sockets.iter().map(|s| Cow::Owned(s.to_string())));
+        op = op.except(except);
+    }
+    // `&RawValue` serializes as its bytes: no second JSON pass.
+    op.emit(d.event, d.payload)
+        .await
+        .or_else(|e| classify(e, report))
 }
 
 /// Sorts socketioxide's error: per-socket write failures are counted (a
