@@ -89,7 +89,7 @@ pub fn key_name(path: &syn::Path) -> String {
     path.to_token_stream().to_string().replace(' ', "")
 }
 
-fn lit_str(meta: &ParseNestedMeta) -> syn::Result<LitStr> {
+pub fn lit_str(meta: &ParseNestedMeta) -> syn::Result<LitStr> {
     let value = meta.value()?;
     let expr: Expr = value.parse()?;
     match expr {
@@ -104,9 +104,10 @@ fn lit_str(meta: &ParseNestedMeta) -> syn::Result<LitStr> {
     }
 }
 
-/// Consumes `= <anything up to the next top-level comma>` after an unknown
-/// key, so one bad key does not hide the errors of the keys after it.
-fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
+/// Consumes `= <anything up to the next top-level comma>` after a bad key,
+/// so one mistake does not hide the errors of the keys after it. Shared by
+/// both derives.
+pub fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
     if meta.input.peek(Token![=]) {
         meta.input.parse::<Token![=]>()?;
         meta.input.step(|cursor| {

@@ -5,6 +5,7 @@ use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
 use syn::{Expr, LitStr, Token};
 
+use crate::attr::{key_name, lit_str, skip_value};
 use crate::ctxt::Ctxt;
 
 /// An attribute's key (for error spans) and value.
@@ -118,24 +119,6 @@ fn set_some<T>(cx: &Ctxt, slot: &mut Option<Keyed<T>>, key: syn::Path, value: Op
     }
 }
 
-pub fn key_name(path: &syn::Path) -> String {
-    path.to_token_stream().to_string().replace(' ', "")
-}
-
-fn lit_str(meta: &ParseNestedMeta) -> syn::Result<LitStr> {
-    let expr: Expr = meta.value()?.parse()?;
-    match expr {
-        Expr::Lit(syn::ExprLit {
-            lit: syn::Lit::Str(s),
-            ..
-        }) => Ok(s),
-        other => Err(syn::Error::new_spanned(
-            other,
-            format!("`{}` takes a string literal", key_name(&meta.path)),
-        )),
-    }
-}
-
 /// `authorize = path`: a function path, not a closure or a call, because
 /// the derive calls it with `(&JoinContext, &Self)`.
 fn fn_path(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<syn::Path>> {
@@ -153,27 +136,4 @@ fn fn_path(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<syn::Path>> 
             Ok(None)
         }
     }
-}
-
-/// Consumes `= <anything up to the next top-level comma>` after a bad key,
-/// so one mistake does not hide the errors of the keys after it.
-fn skip_value(meta: &ParseNestedMeta) -> syn::Result<()> {
-    if meta.input.peek(Token![=]) {
-        meta.input.parse::<Token![=]>()?;
-        meta.input.step(|cursor| {
-            let mut rest = *cursor;
-            while let Some((tt, next)) = rest.token_tree() {
-                if let proc_macro2::TokenTree::Punct(p) = &tt
-                    && p.as_char() == ','
-                {
-                    break;
-                }
-                rest = next;
-            }
-            Ok(((), rest))
-        })?;
-    } else if meta.input.peek(syn::token::Paren) {
-        let _: proc_macro2::Group = meta.input.parse()?;
-    }
-    Ok(())
 }
