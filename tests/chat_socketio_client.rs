@@ -50,6 +50,9 @@ async fn connect(
     sid
 }
 
+/// A request the server must refuse: path, body, extra headers, what it is.
+type Refused<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str);
+
 /// The next event of each client is `message_posted` with this message.
 async fn all_get(
     d: &mut NodeDriver,
@@ -74,6 +77,13 @@ async fn chat_demo_with_the_official_socket_io_client() {
         return;
     }
     let server = ChatServer::start().await;
+    // PORT is honoured, the bind is loopback only (no HOST), no Redis.
+    let listening = format!("chat listening on http://{} (in-memory)", server.addr);
+    assert!(
+        server.log_text().contains(&listening),
+        "{}",
+        server.log_text()
+    );
     let url = server.url();
     let mut d = NodeDriver::spawn("chat_client.mjs", &[("CHAT_URL", &url)]);
     let t0 = unix_now();
@@ -280,7 +290,7 @@ async fn chat_demo_with_the_official_socket_io_client() {
 
     // --- Refused requests: a 4xx with a JSON error, and nothing broadcast ----
     let long_text = "x".repeat(2001);
-    let bad: Vec<(&str, String, Vec<(&str, &str)>, &str)> = vec![
+    let bad: Vec<Refused> = vec![
         (
             "/chats/1/messages",
             "{\"author\": \"bob\",".into(),

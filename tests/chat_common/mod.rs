@@ -55,41 +55,45 @@ pub fn ts_dir() -> PathBuf {
 
 /// Path of an example binary built next to this test:
 /// `<target>/<profile>/deps/<test>` -> `<target>/<profile>/examples/<name>`.
-/// Builds it with `cargo build --example <name>` when missing.
+///
+/// `cargo test` builds the examples, but `cargo test --test chat_...` does
+/// not, and a stale binary would test old code: so the first call in a test
+/// process runs `cargo build --workspace --examples` into the same target dir
+/// (a no-op after `cargo test --workspace`, whose feature set `--workspace`
+/// keeps).
 pub fn example_bin(name: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
+    static BUILT: Mutex<bool> = Mutex::new(false);
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("test binary has a parent dir");
     let profile_dir = deps.parent().expect("deps dir has a parent");
     let bin = profile_dir.join("examples").join(name);
-    let _guard = BUILD
+    let mut built = BUILT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if bin.exists() && std::env::var_os("CHAT_TEST_NO_REBUILD").is_some() {
-        return bin;
+    if !*built {
+        let target = profile_dir.parent().expect("profile dir has a parent");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|p| p.to_str())
+            .expect("profile dir name");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "--workspace", "--examples"])
+            .env("CARGO_TARGET_DIR", target)
+            .current_dir(workspace());
+        if profile == "release" {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("running cargo build --examples");
+        assert!(
+            status.success(),
+            "cargo build --workspace --examples: {status}"
+        );
+        *built = true;
     }
-    let target = profile_dir.parent().expect("profile dir has a parent");
-    let profile = profile_dir
-        .file_name()
-        .and_then(|p| p.to_str())
-        .expect("profile dir name");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--example", name])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(workspace());
-    if profile == "release" {
-        cmd.arg("--release");
-    }
-    loud(&format!(
-        "building example `{name}` (missing at {})",
-        bin.display()
-    ));
-    let status = cmd.status().expect("running cargo build --example");
-    assert!(status.success(), "cargo build --example {name}: {status}");
     assert!(
         bin.exists(),
-        "{} still missing after building",
+        "{} missing after building the examples",
         bin.display()
     );
     bin
@@ -196,9 +200,24 @@ impl Proc {
 
     pub fn kill(&mut self) {
         self.kill_group();
+        let pgid = self.child.as_ref().map(Child::id);
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Let the rest of the group (a browser's processes) be gone before
+        // the caller removes the directories they write to.
+        if let (true, Some(pgid)) = (self.group, pgid) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline
+                && Command::new("kill")
+                    .args(["-0", "--", &format!("-{pgid}")])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
@@ -877,7 +896,13 @@ impl NodeDriver {
 
 impl Drop for NodeDriver {
     fn drop(&mut self) {
+        // Closing stdin asks the script to close what it opened (a browser
+        // and its temp files) and exit; it is killed if it does not.
         self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.proc.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.proc.kill();
     }
 }
