@@ -468,7 +468,7 @@ async fn bad_requests_get_validation_errors() {
             .get_socket(sid.parse().unwrap())
             .unwrap()
             .rooms(),
-        [sid.clone()]
+        std::slice::from_ref(&sid)
     );
 }
 
