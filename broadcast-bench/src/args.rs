@@ -17,8 +17,9 @@ and --runs 1 it is the run's flat result; otherwise a summary with medians,
 min/max per variant, framework/baseline ratios and every run.
 
 OPTIONS:
-    --variant V         framework | baseline | baseline-defaults | compare   [compare]
-                        compare = framework and baseline runs interleaved (F,B,B,F,F,B,..)
+    --variant V         framework | baseline | baseline-defaults | compare, or a
+                        comma-separated list of variants run interleaved   [compare]
+                        compare = framework,baseline (F,B,B,F,F,B,..)
     --servers S         Socket.IO server processes                            [2]
     --clients N         websocket clients, spread round-robin over servers    [200]
     --rooms R           rooms; client i joins room i % R (and the next ones
@@ -46,6 +47,8 @@ Variants:
                        the worker is a socketioxide server with the Redis adapter and no
                        clients calling io.to(room).emit(..)
     baseline-defaults  the same with every buffer at its library default (32, 1024, 128)
+    framework-servers  diagnostic: framework servers, baseline worker
+    framework-worker   diagnostic: baseline servers, framework worker
 ";
 
 /// Parsed `--flag value` pairs.
@@ -114,6 +117,10 @@ pub enum Variant {
     Baseline,
     /// Plain socketioxide-redis with library defaults.
     BaselineDefaults,
+    /// Diagnostic: framework servers, baseline worker.
+    FrameworkServers,
+    /// Diagnostic: baseline servers, framework worker.
+    FrameworkWorker,
 }
 
 impl Variant {
@@ -122,6 +129,26 @@ impl Variant {
             Variant::Framework => "framework",
             Variant::Baseline => "baseline",
             Variant::BaselineDefaults => "baseline-defaults",
+            Variant::FrameworkServers => "framework-servers",
+            Variant::FrameworkWorker => "framework-worker",
+        }
+    }
+
+    /// What the server processes run.
+    pub fn servers(self) -> Variant {
+        match self {
+            Variant::FrameworkServers => Variant::Framework,
+            Variant::FrameworkWorker => Variant::Baseline,
+            v => v,
+        }
+    }
+
+    /// What the worker process runs.
+    pub fn worker(self) -> Variant {
+        match self {
+            Variant::FrameworkServers => Variant::Baseline,
+            Variant::FrameworkWorker => Variant::Framework,
+            v => v,
         }
     }
 }
@@ -133,8 +160,10 @@ impl FromStr for Variant {
             "framework" => Ok(Variant::Framework),
             "baseline" => Ok(Variant::Baseline),
             "baseline-defaults" => Ok(Variant::BaselineDefaults),
+            "framework-servers" => Ok(Variant::FrameworkServers),
+            "framework-worker" => Ok(Variant::FrameworkWorker),
             other => Err(format!(
-                "unknown variant `{other}` (framework, baseline, baseline-defaults)"
+                "unknown variant `{other}` (framework, baseline, baseline-defaults, framework-servers, framework-worker)"
             )),
         }
     }

@@ -103,6 +103,9 @@ pub struct RunResult {
     /// Servers' and worker's CPU per unique delivery, in µs: the cost of
     /// the path, less sensitive to other load on the machine than the rate.
     pub cpu_us_per_delivery: f64,
+    /// Context switches of the servers' and the worker's threads.
+    pub ctx_switches_servers: u64,
+    pub ctx_switches_worker: u64,
     /// The worker's CPU per broadcast, in µs.
     pub worker_cpu_us_per_event: f64,
     /// Messages the framework's servers lost to a full fred pub/sub buffer
@@ -140,7 +143,10 @@ pub fn main(argv: &[String]) -> Result<()> {
     let variant = f.opt("variant").unwrap_or("compare").to_owned();
     let variants: Vec<Variant> = match variant.as_str() {
         "compare" => vec![Variant::Framework, Variant::Baseline],
-        one => vec![one.parse()?],
+        list => list
+            .split(',')
+            .map(|v| v.trim().parse())
+            .collect::<std::result::Result<_, _>>()?,
     };
     let runs: usize = f.get("runs", if variants.len() > 1 { 5 } else { 1 })?;
     let sc = Scenario {
@@ -176,7 +182,7 @@ pub fn main(argv: &[String]) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let mut sigterm =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // On a signal the future is dropped: every child is killed on drop.
@@ -185,7 +191,10 @@ pub fn main(argv: &[String]) -> Result<()> {
             _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
             _ = sigterm.recv() => Err("terminated".into()),
         }
-    })
+    });
+    drop(rt);
+    crate::procs::reap_all();
+    result
 }
 
 async fn run_all(
@@ -258,10 +267,15 @@ async fn run_once(
     redis_pid: Option<u32>,
 ) -> Result<RunResult> {
     let common = |role: &str, threads: usize| -> Vec<String> {
+        let v = if role == "server" {
+            variant.servers()
+        } else {
+            variant.worker()
+        };
         vec![
             role.to_owned(),
             "--variant".into(),
-            variant.as_str().into(),
+            v.as_str().into(),
             "--redis".into(),
             url.to_owned(),
             "--prefix".into(),
@@ -321,18 +335,24 @@ async fn run_once(
         )));
     }
 
-    let cpu = |servers: &[Proc], worker: &Proc| -> Result<[f64; 4]> {
-        let mut s = 0.0;
-        for p in servers {
-            s += p.cpu()?;
-        }
-        let redis = match redis_pid {
-            Some(pid) => process_cpu(pid)?,
-            None => 0.0,
+    let sample = |servers: &[Proc], worker: &Proc| -> Result<Sample> {
+        let mut x = Sample {
+            worker_cpu: worker.cpu()?,
+            worker_cs: worker.context_switches()?,
+            redis_cpu: match redis_pid {
+                Some(pid) => process_cpu(pid)?,
+                None => 0.0,
+            },
+            clients_cpu: process_cpu(std::process::id())?,
+            ..Sample::default()
         };
-        Ok([s, worker.cpu()?, redis, process_cpu(std::process::id())?])
+        for p in servers {
+            x.servers_cpu += p.cpu()?;
+            x.servers_cs += p.context_switches()?;
+        }
+        Ok(x)
     };
-    let cpu0 = cpu(&servers, &worker)?;
+    let s0 = sample(&servers, &worker)?;
     let go_us = now_us();
     let started = Instant::now();
     worker.tell("GO").await?;
@@ -360,10 +380,10 @@ async fn run_once(
             break;
         }
     }
-    let cpu1 = cpu(&servers, &worker)?;
+    let s1 = sample(&servers, &worker)?;
 
     let mut lagged = None;
-    if variant == Variant::Framework {
+    if variant.servers() == Variant::Framework {
         let mut total = 0;
         for s in &mut servers {
             s.tell("STATS").await?;
@@ -399,7 +419,10 @@ async fn run_once(
     debug_assert_eq!(received, unique + dup + unexpected + malformed);
     lat.sort_unstable();
     let elapsed_s = last.saturating_sub(go_us) as f64 / 1e6;
-    let (cpu_servers, cpu_worker) = (cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]);
+    let (cpu_servers, cpu_worker) = (
+        s1.servers_cpu - s0.servers_cpu,
+        s1.worker_cpu - s0.worker_cpu,
+    );
     let send_s = done["send_s"].as_f64().unwrap_or(f64::NAN);
     Ok(RunResult {
         variant: variant.as_str(),
@@ -426,8 +449,10 @@ async fn run_once(
         latency_max_us: lat.last().copied().unwrap_or(0),
         cpu_servers_s: round3(cpu_servers),
         cpu_worker_s: round3(cpu_worker),
-        cpu_redis_s: redis_pid.map(|_| round3(cpu1[2] - cpu0[2])),
-        cpu_clients_s: round3(cpu1[3] - cpu0[3]),
+        cpu_redis_s: redis_pid.map(|_| round3(s1.redis_cpu - s0.redis_cpu)),
+        cpu_clients_s: round3(s1.clients_cpu - s0.clients_cpu),
+        ctx_switches_servers: s1.servers_cs.saturating_sub(s0.servers_cs),
+        ctx_switches_worker: s1.worker_cs.saturating_sub(s0.worker_cs),
         cpu_us_per_delivery: if unique > 0 {
             round3((cpu_servers + cpu_worker) * 1e6 / unique as f64)
         } else {
@@ -441,12 +466,23 @@ async fn run_once(
     })
 }
 
+/// CPU and scheduling counters of every process at one instant.
+#[derive(Default)]
+struct Sample {
+    servers_cpu: f64,
+    servers_cs: u64,
+    worker_cpu: f64,
+    worker_cs: u64,
+    redis_cpu: f64,
+    clients_cpu: f64,
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// Fields summarized as median/min/max, and compared as ratios.
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 17] = [
     "deliveries_per_s",
     "lost",
     "duplicated",
@@ -462,8 +498,10 @@ const FIELDS: [&str; 15] = [
     "worker_events_per_s",
     "worker_cpu_us_per_event",
     "elapsed_s",
+    "ctx_switches_servers",
+    "ctx_switches_worker",
 ];
-const RATIO_FIELDS: [&str; 9] = [
+const RATIO_FIELDS: [&str; 11] = [
     "deliveries_per_s",
     "latency_p50_us",
     "latency_p99_us",
@@ -473,6 +511,8 @@ const RATIO_FIELDS: [&str; 9] = [
     "cpu_us_per_delivery",
     "worker_events_per_s",
     "worker_cpu_us_per_event",
+    "ctx_switches_servers",
+    "ctx_switches_worker",
 ];
 
 fn field(r: &RunResult, name: &str) -> Result<Option<f64>> {
@@ -509,19 +549,19 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
     });
     if let Value::Object(o) = &mut out {
         o.extend(per_variant);
-        // Per-run ratios of a framework run to the baseline run next to it
-        // (same iteration), then their median: the machine's load changes
+        // Per-run ratios of each variant's run to the baseline run of the
+        // same iteration, then their median: the machine's load changes
         // between iterations, much less within one.
-        let fw: Vec<&RunResult> = results
-            .iter()
-            .filter(|r| r.variant == "framework")
-            .collect();
         let base: Vec<&RunResult> = results.iter().filter(|r| r.variant == "baseline").collect();
-        if !fw.is_empty() && fw.len() == base.len() {
+        for name in names.iter().filter(|n| **n != "baseline") {
+            let mine: Vec<&RunResult> = results.iter().filter(|r| r.variant == *name).collect();
+            if mine.is_empty() || mine.len() != base.len() {
+                continue;
+            }
             let mut ratios = Map::new();
             for f in RATIO_FIELDS {
                 let mut v = Vec::new();
-                for (a, b) in fw.iter().zip(&base) {
+                for (a, b) in mine.iter().zip(&base) {
                     if let (Some(x), Some(y)) = (field(a, f)?, field(b, f)?)
                         && y != 0.0
                     {
@@ -533,10 +573,8 @@ fn summary(sc: &Scenario, mode: &str, runs: usize, results: &[RunResult]) -> Res
                     serde_json::to_value(Spread::of(&v).map(Spread::rounded))?,
                 );
             }
-            o.insert(
-                "ratio_framework_over_baseline".into(),
-                Value::Object(ratios),
-            );
+            let key = format!("ratio_{}_over_baseline", name.replace('-', "_"));
+            o.insert(key, Value::Object(ratios));
         }
         o.insert("all".into(), serde_json::to_value(results)?);
     }

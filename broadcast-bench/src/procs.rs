@@ -8,12 +8,47 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::{Result, bail};
+
+/// Children spawned and not yet reaped.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records a child so that [`reap_all`] can stop it.
+pub fn register(pid: u32) {
+    live().push(pid);
+}
+
+/// Forgets a child that was reaped.
+pub fn unregister(pid: u32) {
+    live().retain(|p| *p != pid);
+}
+
+/// Kills and reaps every child still registered: the exit path after an
+/// error or a signal, when the runtime that owned them is gone. Without the
+/// wait they would stay zombies until init reaps them.
+pub fn reap_all() {
+    for pid in std::mem::take(&mut *live()) {
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            continue;
+        };
+        // SAFETY: plain syscalls on a pid this process spawned and has not
+        // reaped yet (so it cannot have been reused).
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+}
 
 /// A child process with a line protocol on stdin/stdout.
 pub struct Proc {
@@ -54,6 +89,7 @@ impl Proc {
         let Some(pid) = child.id() else {
             bail!("{name} exited at once");
         };
+        register(pid);
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("{name}: no stdio pipes");
         };
@@ -103,6 +139,11 @@ impl Proc {
         process_cpu(self.pid)
     }
 
+    /// Context switches so far.
+    pub fn context_switches(&self) -> Result<u64> {
+        context_switches(self.pid)
+    }
+
     /// Closes stdin (the child's signal to exit), waits up to `grace`, then
     /// kills. Always reaps.
     pub async fn stop(mut self, grace: Duration) {
@@ -116,6 +157,7 @@ impl Proc {
                 let _ = self.child.kill().await;
             }
         }
+        unregister(self.pid);
     }
 }
 
@@ -146,6 +188,27 @@ fn schedstat_seconds(pid: u32) -> Result<f64> {
         ns += first.parse::<u64>()?;
     }
     Ok(ns as f64 / 1e9)
+}
+
+/// Voluntary and involuntary context switches of all threads of `pid`: a
+/// wake-up costs a few microseconds, so their count per delivery explains
+/// differences in CPU time.
+pub fn context_switches(pid: u32) -> Result<u64> {
+    let mut n = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let Ok(text) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        for line in text.lines() {
+            if let Some(v) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                n += v.trim().parse::<u64>()?;
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// utime + stime of a `/proc/<pid>/stat` file, in seconds (all threads).
@@ -183,5 +246,7 @@ mod tests {
         std::hint::black_box(x);
         assert!(cpu_seconds("/proc/self/stat").unwrap() >= 0.0);
         assert!(process_cpu(std::process::id()).unwrap() > 0.0);
+        std::thread::sleep(Duration::from_millis(1));
+        assert!(context_switches(std::process::id()).unwrap() > 0);
     }
 }

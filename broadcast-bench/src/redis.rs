@@ -2,7 +2,7 @@
 //! invocation. Never 6379: the machine's shared Redis is only used when
 //! given explicitly (`--redis-url` / `REDIS_URL`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,7 @@ impl LocalRedis {
     }
 
     async fn try_start() -> Result<LocalRedis> {
+        remove_stale_dirs();
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!(
             "broadcast-bench-redis-{}-{port}",
@@ -74,9 +75,11 @@ impl LocalRedis {
         let Some(pid) = child.id() else {
             bail!("redis-server exited at once");
         };
+        crate::procs::register(pid);
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait()? {
+                crate::procs::unregister(pid);
                 let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
                 let _ = std::fs::remove_dir_all(&dir);
                 bail!("redis-server on port {port} exited ({status}): {log}");
@@ -91,6 +94,7 @@ impl LocalRedis {
             }
             if Instant::now() > deadline {
                 let _ = child.kill().await;
+                crate::procs::unregister(pid);
                 let _ = std::fs::remove_dir_all(&dir);
                 bail!("redis-server on port {port} did not answer PING within {START_TIMEOUT:?}");
             }
@@ -103,7 +107,9 @@ impl LocalRedis {
     }
 
     pub async fn stop(mut self) {
-        let _ = self.child.kill().await;
+        if self.child.kill().await.is_ok() {
+            crate::procs::unregister(self.pid);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -113,6 +119,29 @@ impl Drop for LocalRedis {
         // `stop` already ran when the directory is gone; otherwise this is an
         // error path: `kill_on_drop` kills the process, we remove its files.
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Removes the directories of earlier bench processes that were killed
+/// before they could clean up (the pid in the name is gone).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("broadcast-bench-redis-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

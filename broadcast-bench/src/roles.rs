@@ -190,6 +190,7 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let variant = variant.servers();
     let stats: Box<dyn Fn() -> String + Send> = match variant {
         Variant::Framework => {
             let config = RedisConfig::from_url(url)?.prefix(prefix.to_owned());
@@ -206,7 +207,7 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
             let connection = parts.connection;
             Box::new(move || serde_json::to_string(&connection.stats()).unwrap_or_default())
         }
-        Variant::Baseline | Variant::BaselineDefaults => {
+        _ => {
             let (layer, io) = baseline_io(url, prefix, variant).await?;
             io.ns(
                 "/",
@@ -299,13 +300,14 @@ struct Plan {
 }
 
 async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<()> {
+    let variant = variant.worker();
     let sender = match variant {
         Variant::Framework => {
             let config = RedisConfig::from_url(url)?.prefix(prefix.to_owned());
             let w = broadcast_core::redis::worker(config).await?;
             Sender::Framework(w.broadcaster)
         }
-        Variant::Baseline | Variant::BaselineDefaults => {
+        _ => {
             // The hand-written worker: a socketioxide server on the Redis
             // adapter with no clients; `io.to(room).emit(..)` publishes the
             // request and delivers to its (zero) local sockets.

@@ -116,7 +116,9 @@ fn tiny_scenario_delivers_everything_exactly_once() {
     // Every child is gone: the servers and worker carry the bench's pid in
     // their `--prefix`, and the Redis port no longer answers.
     std::thread::sleep(Duration::from_millis(200));
-    let leftovers = processes_with(&format!("bench-{}-", child_pid(&stderr)));
+    let pid = child_pid(&stderr);
+    assert_ne!(pid, "unknown", "no pid banner on stderr:\n{stderr}");
+    let leftovers = processes_with(&format!("bench-{pid}-"));
     assert!(leftovers.is_empty(), "orphans: {leftovers:?}");
     if let Some(port) = redis_port(&stderr) {
         assert!(
