@@ -22,6 +22,12 @@
 //! framework and hand-written broadcasts alternate on the same sockets, and
 //! the median of the per-block ratios is printed as
 //! `paired/fanout/N: framework .. µs, handwritten .. µs, ratio ..`.
+//!
+//! Times move with the machine; instruction counts do not. The
+//! `instructions` section (filter `instructions`, needs valgrind) re-runs
+//! this binary under callgrind, collecting only inside the two broadcast
+//! calls, and prints the instructions per broadcast of each side and their
+//! ratio: the same figure on a quiet or a busy machine.
 
 use std::future::IntoFuture;
 use std::hint::black_box;
@@ -69,14 +75,15 @@ struct Sockets<P> {
 async fn sockets(n: usize) -> Sockets<impl Send> {
     let (_svc, io) = SocketIo::builder().max_buffer_size(16).build_svc();
     io.ns("/", async |s: SocketRef| s.join("chat|1"));
-    let mut rxs = Vec::with_capacity(n);
-    for _ in 0..n {
-        let (_tx, mut rx) = io.new_dummy_sock("/", ()).await;
+    // Concurrently: socketioxide sleeps 10 ms in each `new_dummy_sock`.
+    let rxs = futures_util::future::join_all((0..n).map(|_| async {
+        let (tx, mut rx) = io.new_dummy_sock("/", ()).await;
         // The CONNECT reply.
         let _ = rx.recv().await;
-        std::mem::forget(_tx);
-        rxs.push(rx);
-    }
+        std::mem::forget(tx);
+        rx
+    }))
+    .await;
     // Connect handlers run in spawned tasks; wait for every join.
     loop {
         let joined = io
@@ -274,63 +281,172 @@ fn parts(c: &mut Criterion) {
     group.finish();
 }
 
-/// Framework/hand-written ratio from alternating blocks on the same sockets,
-/// so both sides see the same machine load. Many short blocks and their
-/// median: a block hit by preemption is an outlier, not a bias.
+/// Framework/hand-written ratio from broadcasts that strictly alternate on
+/// the same sockets (F, H, H, F, F, H, ..), so both sides see the same
+/// machine load and the same cache state. Each side's time is the median of
+/// its single broadcasts (a broadcast hit by preemption is an outlier, not a
+/// bias); the spread is that of the ratio over 11 consecutive slices.
 fn paired() {
     let rt = runtime();
-    const BLOCKS: usize = 101;
-    // (sockets, text bytes, broadcasts per block and side)
-    for (n, text_len, per_block) in [
-        (1_000usize, 100usize, 20usize),
-        (10_000, 100, 2),
-        (1_000, 1024, 20),
-        (1_000, 64 * 1024, 20),
+    const SLICES: usize = 11;
+    // (sockets, text bytes, broadcasts per side)
+    for (n, text_len, per_side) in [
+        (1_000usize, 100usize, 4_400usize),
+        (10_000, 100, 440),
+        (1_000, 1024, 4_400),
+        (1_000, 64 * 1024, 4_400),
     ] {
         let mut s = rt.block_on(sockets(n));
         let broadcaster = Broadcaster::socketio(s.io.clone());
         let msg = message(text_len);
-        let (mut fw, mut hw, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut fw, mut hw) = (Vec::new(), Vec::new());
         rt.block_on(async {
-            for _ in 0..per_block * 5 {
+            for _ in 0..per_side / 10 {
                 framework_once(&broadcaster, &mut s, &msg).await;
                 handwritten_once(&mut s, &msg).await;
             }
-            for block in 0..BLOCKS {
-                let (mut f, mut h) = (Duration::ZERO, Duration::ZERO);
-                // Alternate which side goes first.
-                for turn in 0..2 {
-                    if (block + turn) % 2 == 0 {
-                        for _ in 0..per_block {
-                            f += framework_once(&broadcaster, &mut s, &msg).await;
-                        }
-                    } else {
-                        for _ in 0..per_block {
-                            h += handwritten_once(&mut s, &msg).await;
-                        }
-                    }
+            for i in 0..per_side {
+                // Swap the order every pair: neither side always goes first.
+                if i % 2 == 0 {
+                    fw.push(framework_once(&broadcaster, &mut s, &msg).await);
+                    hw.push(handwritten_once(&mut s, &msg).await);
+                } else {
+                    hw.push(handwritten_once(&mut s, &msg).await);
+                    fw.push(framework_once(&broadcaster, &mut s, &msg).await);
                 }
-                let per = |d: Duration| d.as_secs_f64() * 1e6 / per_block as f64;
-                fw.push(per(f));
-                hw.push(per(h));
-                ratios.push(f.as_secs_f64() / h.as_secs_f64());
             }
         });
-        let med = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+        let median = |v: &[Duration]| {
+            let mut v = v.to_vec();
+            v.sort();
+            v[v.len() / 2].as_secs_f64() * 1e6
         };
-        let (f, h, r) = (med(&mut fw), med(&mut hw), med(&mut ratios));
-        let q = |p: f64| ratios[((ratios.len() - 1) as f64 * p).round() as usize];
+        let (f, h) = (median(&fw), median(&hw));
+        let chunk = per_side / SLICES;
+        let mut ratios: Vec<f64> = fw
+            .chunks(chunk)
+            .zip(hw.chunks(chunk))
+            .take(SLICES)
+            .map(|(f, h)| median(f) / median(h))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
         let name = if text_len == 100 {
             format!("{n}")
         } else {
             format!("{n}x{text_len}B")
         };
         println!(
-            "paired/fanout/{name}: framework {f:.1} µs, handwritten {h:.1} µs, ratio {r:.3} (quartiles {:.3}..{:.3}; {BLOCKS} blocks of {per_block})",
-            q(0.25),
-            q(0.75)
+            "paired/fanout/{name}: framework {f:.1} µs, handwritten {h:.1} µs, ratio {:.3} (slices {:.3}..{:.3}; {per_side} broadcasts per side)",
+            f / h,
+            ratios[0],
+            ratios[SLICES - 1],
+        );
+    }
+}
+
+/// The framework's broadcast, alone in a function callgrind can select. Its
+/// future completes at once on the in-process adapter: a `None` here would
+/// mean it yielded to the runtime, which the timed benches would miss.
+#[inline(never)]
+fn framework_send(b: &Broadcaster, event: MessagePosted) {
+    let out = b.broadcast(event).into_future().now_or_never();
+    black_box(
+        out.expect("the broadcast did not complete at once")
+            .unwrap(),
+    );
+}
+
+/// The hand-written emit, alone in a function callgrind can select.
+#[inline(never)]
+fn handwritten_send(io: &SocketIo, payload: &Message) {
+    let room = format!("chat|{}", payload.chat_id);
+    let out = io.to(room).emit("message_posted", payload).now_or_never();
+    black_box(out.expect("the emit did not complete at once").unwrap());
+}
+
+const CALLGRIND_CHILD: &str = "BROADCAST_BENCH_CALLGRIND";
+const COUNTED: usize = 20;
+
+/// In the child under callgrind: `COUNTED` broadcasts of one side to `n`
+/// sockets (after as many uncounted ones, to warm allocator and tables).
+fn instructions_child(spec: &str) {
+    let (side, n) = spec.split_once(':').expect("side:sockets");
+    let n: usize = n.parse().expect("socket count");
+    let rt = runtime();
+    rt.block_on(async {
+        let mut s = sockets(n).await;
+        let broadcaster = Broadcaster::socketio(s.io.clone());
+        let msg = message(100);
+        for _ in 0..2 * COUNTED {
+            match side {
+                "framework" => framework_send(
+                    &broadcaster,
+                    MessagePosted {
+                        message: msg.clone(),
+                    },
+                ),
+                _ => handwritten_send(&s.io, &msg),
+            }
+            drain(&mut s.rxs).await;
+        }
+    });
+}
+
+/// Instructions per broadcast of each side, counted by callgrind.
+fn instructions() {
+    let exe = std::env::current_exe().expect("bench executable");
+    let dir = std::env::temp_dir();
+    for n in [1_000usize, 10_000] {
+        let mut per = Vec::new();
+        for (side, function) in [
+            ("framework", "pipeline::framework_send"),
+            ("handwritten", "pipeline::handwritten_send"),
+        ] {
+            let out = dir.join(format!(
+                "callgrind.broadcast-bench.{}.{side}.{n}",
+                std::process::id()
+            ));
+            let status = std::process::Command::new("valgrind")
+                .arg("--tool=callgrind")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg(format!("--toggle-collect={function}"))
+                .arg(&exe)
+                .arg("--bench")
+                .env(CALLGRIND_CHILD, format!("{side}:{n}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    println!("instructions: valgrind not runnable ({e}); skipped");
+                    return;
+                }
+            };
+            assert!(status.success(), "callgrind run failed: {status}");
+            let text = std::fs::read_to_string(&out).expect("callgrind output");
+            let _ = std::fs::remove_file(&out);
+            // The collected total: the events of the "totals:" (or
+            // "summary:") line, Ir first.
+            let total: u64 = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("totals:")
+                        .or_else(|| l.strip_prefix("summary:"))
+                })
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|t| t.parse().ok())
+                .expect("a callgrind total");
+            // Half of the calls were warm-up: count the whole and divide by
+            // all calls (both halves run the same code).
+            per.push(total as f64 / (2 * COUNTED) as f64);
+        }
+        println!(
+            "instructions/fanout/{n}: framework {:.0}, handwritten {:.0} instructions per broadcast, ratio {:.4} ({} broadcasts each, callgrind)",
+            per[0],
+            per[1],
+            per[0] / per[1],
+            2 * COUNTED
         );
     }
 }
@@ -338,15 +454,25 @@ fn paired() {
 criterion_group!(benches, fanout, fanout_payload, parts);
 
 fn main() {
+    if let Ok(spec) = std::env::var(CALLGRIND_CHILD) {
+        instructions_child(&spec);
+        return;
+    }
     benches();
-    // `cargo bench --bench pipeline -- <filter>`: the paired section runs
-    // without a filter or when the filter names it.
+    // `cargo bench --bench pipeline -- <filter>`: the paired and the
+    // instructions sections run without a filter or when the filter names
+    // them.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if filter
-        .as_deref()
-        .is_none_or(|f| "paired/fanout".contains(f) || f.contains("paired"))
-    {
+    let selected = |name: &str| {
+        filter
+            .as_deref()
+            .is_none_or(|f| name.contains(f) || f.contains(name))
+    };
+    if selected("paired/fanout") {
         paired();
+    }
+    if selected("instructions/fanout") {
+        instructions();
     }
     Criterion::default().configure_from_args().final_summary();
 }

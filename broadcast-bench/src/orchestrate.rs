@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::args::{Flags, USAGE, Variant};
 use crate::client::{self, Live, Tally};
-use crate::procs::{Proc, process_cpu};
+use crate::procs::{Proc, machine_busy_seconds, process_cpu};
 use crate::redis::LocalRedis;
 use crate::roles::now_us;
 use crate::stats::{Spread, percentile};
@@ -103,6 +103,9 @@ pub struct RunResult {
     /// Servers' and worker's CPU per unique delivery, in µs: the cost of
     /// the path, less sensitive to other load on the machine than the rate.
     pub cpu_us_per_delivery: f64,
+    /// CPU time the rest of the machine used meanwhile (other processes,
+    /// interrupts; 10 ms ticks): how loaded the machine was.
+    pub cpu_other_s: f64,
     /// Context switches of the servers' and the worker's threads.
     pub ctx_switches_servers: u64,
     pub ctx_switches_worker: u64,
@@ -344,6 +347,7 @@ async fn run_once(
                 None => 0.0,
             },
             clients_cpu: process_cpu(std::process::id())?,
+            machine_busy: machine_busy_seconds()?,
             ..Sample::default()
         };
         for p in servers {
@@ -451,6 +455,14 @@ async fn run_once(
         cpu_worker_s: round3(cpu_worker),
         cpu_redis_s: redis_pid.map(|_| round3(s1.redis_cpu - s0.redis_cpu)),
         cpu_clients_s: round3(s1.clients_cpu - s0.clients_cpu),
+        cpu_other_s: round3(
+            ((s1.machine_busy - s0.machine_busy)
+                - (s1.servers_cpu - s0.servers_cpu)
+                - (s1.worker_cpu - s0.worker_cpu)
+                - (s1.redis_cpu - s0.redis_cpu)
+                - (s1.clients_cpu - s0.clients_cpu))
+                .max(0.0),
+        ),
         ctx_switches_servers: s1.servers_cs.saturating_sub(s0.servers_cs),
         ctx_switches_worker: s1.worker_cs.saturating_sub(s0.worker_cs),
         cpu_us_per_delivery: if unique > 0 {
@@ -475,6 +487,7 @@ struct Sample {
     worker_cs: u64,
     redis_cpu: f64,
     clients_cpu: f64,
+    machine_busy: f64,
 }
 
 fn round3(x: f64) -> f64 {
@@ -482,7 +495,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// Fields summarized as median/min/max, and compared as ratios.
-const FIELDS: [&str; 17] = [
+const FIELDS: [&str; 18] = [
     "deliveries_per_s",
     "lost",
     "duplicated",
@@ -500,6 +513,7 @@ const FIELDS: [&str; 17] = [
     "elapsed_s",
     "ctx_switches_servers",
     "ctx_switches_worker",
+    "cpu_other_s",
 ];
 const RATIO_FIELDS: [&str; 11] = [
     "deliveries_per_s",

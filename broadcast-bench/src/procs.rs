@@ -211,6 +211,29 @@ pub fn context_switches(pid: u32) -> Result<u64> {
     Ok(n)
 }
 
+/// Busy CPU seconds of the whole machine so far (all CPUs, from the `cpu`
+/// line of `/proc/stat`: everything but idle and iowait), to tell how much
+/// else ran during a run.
+pub fn machine_busy_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat")?;
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        bail!("/proc/stat: no cpu line");
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let busy: u64 = v
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4) && *i < 8)
+        .map(|(_, x)| x)
+        .sum();
+    Ok(busy as f64 / clock_ticks())
+}
+
 /// utime + stime of a `/proc/<pid>/stat` file, in seconds (all threads).
 pub fn cpu_seconds(stat_path: &str) -> Result<f64> {
     let text = std::fs::read_to_string(stat_path)?;
@@ -248,5 +271,6 @@ mod tests {
         assert!(process_cpu(std::process::id()).unwrap() > 0.0);
         std::thread::sleep(Duration::from_millis(1));
         assert!(context_switches(std::process::id()).unwrap() > 0);
+        assert!(machine_busy_seconds().unwrap() > 0.0);
     }
 }
