@@ -258,18 +258,14 @@ async fn forward(message: Message, handlers: &Handlers, c: &Counters) {
         tracing::debug!(%channel, "message on a channel without a namespace");
         return;
     };
-    let item = match handler.try_send((channel, data)) {
-        Ok(()) => return,
-        Err(mpsc::error::TrySendError::Full(item)) => item,
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            Counters::add(&c.undeliverable, 1);
-            tracing::warn!("dropped a Redis message: its namespace adapter is gone");
-            return;
-        }
+    let sent = match handler.try_send((channel, data)) {
+        Ok(()) => Ok(()),
+        // Waiting here pushes a burst back into fred's buffer, where an
+        // overflow is counted, instead of dropping it unseen.
+        Err(mpsc::error::TrySendError::Full(item)) => handler.send(item).await.map_err(drop),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
     };
-    // Waiting here pushes a burst back into fred's buffer, where an
-    // overflow is counted, instead of dropping it unseen.
-    if handler.send(item).await.is_err() {
+    if sent.is_err() {
         Counters::add(&c.undeliverable, 1);
         tracing::warn!("dropped a Redis message: its namespace adapter is gone");
     }
