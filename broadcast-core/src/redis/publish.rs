@@ -20,7 +20,7 @@ use super::{Client, RedisAdapter, RedisConfig, RedisConnection};
 use crate::error::TransportError;
 use crate::target::NamespaceTargets;
 use crate::transport::{
-    BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport, emit_group,
+    BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Tally, Transport, emit_group,
 };
 
 /// socketioxide-redis's channel for requests to every server of a namespace.
@@ -269,30 +269,17 @@ impl Transport for RedisTransport {
                         })?;
                 requests.push((group.clone(), channel, bytes));
             }
-            let mut report = DeliveryReport::default();
-            let mut first_failure = None;
+            let mut tally = Tally::default();
             for (group, result) in self.publisher.publish_all(requests, d.event).await {
                 match result {
-                    Ok(()) => report.namespaces += 1,
-                    Err(error) if first_failure.is_none() => {
-                        let error = match error {
-                            PublishError::Timeout { timeout, .. } => {
-                                TransportError::Timeout(timeout)
-                            }
-                            other => TransportError::Adapter(Box::new(other)),
-                        };
-                        first_failure = Some(NamespaceFailure {
-                            target: group,
-                            error,
-                        });
+                    Ok(()) => tally.delivered(),
+                    Err(PublishError::Timeout { timeout, .. }) => {
+                        tally.failed(&group, TransportError::Timeout(timeout))
                     }
-                    Err(_) => {}
+                    Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
                 }
             }
-            match first_failure {
-                Some(failure) => Err(failure),
-                None => Ok(report),
-            }
+            tally.finish()
         })
     }
 }
@@ -368,36 +355,22 @@ impl Transport for RedisServerTransport {
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(async move {
-            let mut report = DeliveryReport::default();
-            let mut first_failure = None;
+            let mut tally = Tally::default();
             let mut requests = Vec::new();
             for group in d.targets.namespaces() {
-                let local = emit_group(&self.io, group, &d, true, &mut report).await;
-                let encoded = local.and_then(|()| self.publisher.encode(group, &d));
-                match encoded {
+                let local = emit_group(&self.io, group, &d, true, &mut tally.report).await;
+                match local.and_then(|()| self.publisher.encode(group, &d)) {
                     Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
-                    Err(error) => {
-                        if first_failure.is_none() {
-                            first_failure = Some(NamespaceFailure {
-                                target: group.clone(),
-                                error,
-                            });
-                        }
-                    }
+                    Err(error) => tally.failed(group, error),
                 }
             }
             let mut remote_failed = false;
             for (group, result) in self.publisher.publish_all(requests, d.event).await {
                 match result {
-                    Ok(()) => report.namespaces += 1,
+                    Ok(()) => tally.delivered(),
                     Err(error) => {
                         remote_failed = true;
-                        if first_failure.is_none() {
-                            first_failure = Some(NamespaceFailure {
-                                target: group,
-                                error: TransportError::RemoteFailed(Box::new(error)),
-                            });
-                        }
+                        tally.failed(&group, TransportError::RemoteFailed(Box::new(error)));
                     }
                 }
             }
@@ -410,10 +383,7 @@ impl Transport for RedisServerTransport {
                     "delivered to this server's sockets only: Redis publish failed"
                 );
             }
-            match first_failure {
-                Some(failure) => Err(failure),
-                None => Ok(report),
-            }
+            tally.finish()
         })
     }
 }

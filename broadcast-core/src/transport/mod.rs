@@ -57,6 +57,37 @@ pub struct DeliveryReport {
     pub socket_errors: usize,
 }
 
+/// Collects a delivery over several namespaces: the namespaces that went
+/// out, and the first failure, which is what the broadcast reports (the
+/// others are logged by whoever saw them).
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub(crate) report: DeliveryReport,
+    first_failure: Option<NamespaceFailure>,
+}
+
+impl Tally {
+    pub(crate) fn delivered(&mut self) {
+        self.report.namespaces += 1;
+    }
+
+    pub(crate) fn failed(&mut self, target: &NamespaceTargets, error: TransportError) {
+        if self.first_failure.is_none() {
+            self.first_failure = Some(NamespaceFailure {
+                target: target.clone(),
+                error,
+            });
+        }
+    }
+
+    pub(crate) fn finish(self) -> Result<DeliveryReport, NamespaceFailure> {
+        match self.first_failure {
+            Some(failure) => Err(failure),
+            None => Ok(self.report),
+        }
+    }
+}
+
 /// A way to deliver events. Object-safe, so one broadcaster can hold any.
 ///
 /// ```

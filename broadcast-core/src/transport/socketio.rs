@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError as SioBroadcastError, SocketIo};
 
-use super::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Transport};
+use super::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Tally, Transport};
 use crate::error::TransportError;
 use crate::target::NamespaceTargets;
 
@@ -34,26 +34,14 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(async move {
-            let mut report = DeliveryReport::default();
-            let mut first_failure = None;
+            let mut tally = Tally::default();
             for group in d.targets.namespaces() {
-                let result = emit_group(&self.io, group, &d, false, &mut report).await;
-                match result {
-                    Ok(()) => report.namespaces += 1,
-                    Err(error) => {
-                        if first_failure.is_none() {
-                            first_failure = Some(NamespaceFailure {
-                                target: group.clone(),
-                                error,
-                            });
-                        }
-                    }
+                match emit_group(&self.io, group, &d, false, &mut tally.report).await {
+                    Ok(()) => tally.delivered(),
+                    Err(error) => tally.failed(group, error),
                 }
             }
-            match first_failure {
-                Some(f) => Err(f),
-                None => Ok(report),
-            }
+            tally.finish()
         })
     }
 }
