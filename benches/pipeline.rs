@@ -254,7 +254,7 @@ fn parts(c: &mut Criterion) {
     group.bench_function("template/chat|{message.chat_id}", |b| {
         b.iter(|| black_box(black_box(&event).broadcast_on().now_or_never()))
     });
-    let null = Broadcaster::new(NullTransport);
+    let null = Broadcaster::builder(NullTransport).build();
     group.bench_function("pipeline/null-transport/100B", |b| {
         b.iter(|| {
             let event = MessagePosted {

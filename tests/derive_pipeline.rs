@@ -372,9 +372,7 @@ async fn payload_size_limit() {
         }
         other => panic!("unexpected {other}"),
     }
-    let small = broadcast_core::Broadcaster::builder(broadcast_core::testing::FakeTransport::new())
-        .max_payload_bytes(12)
-        .build();
+    let small = FakeBroadcaster::with_max_payload_bytes(12).broadcaster();
     // `{"blob":"x"}` is exactly 12 bytes: at the limit is fine, one more is not.
     assert!(small.broadcast(Big { blob: "x".into() }).await.is_ok());
     assert!(small.broadcast(Big { blob: "xx".into() }).await.is_err());

@@ -5,9 +5,11 @@
 
 use std::sync::Mutex;
 
-use broadcast_core::join::{JoinContext, Rooms};
+use broadcast_core::join::{
+    Access, Authorization, JoinContext, JoinableRoom, RoomDataError, Rooms,
+};
 use broadcast_core::testing::FakeBroadcaster;
-use broadcast_core::{Authorization, BroadcastEvent, JoinableRoom, Room, RoomDataError, registry};
+use broadcast_core::{BroadcastEvent, Room, registry};
 use serde_json::json;
 
 struct User {
@@ -134,11 +136,11 @@ fn names_are_key_and_fields_joined_by_pipes() {
 fn constants() {
     assert_eq!(ChatRoom::KEY, "chat");
     assert_eq!(ChatRoom::FIELDS, ["0"]);
-    const { assert!(!ChatRoom::PUBLIC) };
+    assert_eq!(ChatRoom::ACCESS, Access::Authorized);
     assert_eq!(PairOfThings::KEY, "pair");
     assert_eq!(PairOfThings::NAMESPACE, "/games");
     assert_eq!(PairOfThings::FIELDS, ["a", "b"]);
-    const { assert!(PairOfThings::PUBLIC) };
+    assert_eq!(PairOfThings::ACCESS, Access::Public);
     assert_eq!(LobbyRoom::FIELDS, [] as [&str; 0]);
 }
 
@@ -309,12 +311,12 @@ fn rooms_are_registered_and_listed() {
     assert_eq!(chat.type_name, "ChatRoom");
     assert_eq!(chat.namespace, "/");
     assert_eq!(chat.fields, ["0"]);
-    assert!(!chat.public);
+    assert_eq!(chat.access, Access::Authorized);
     assert!(chat.module_path.ends_with("rooms_derive"));
     let pair = registry::rooms().find(|r| r.key == "pair").unwrap();
     assert_eq!(
-        (pair.namespace, pair.fields, pair.public),
-        ("/games", &["a", "b"][..], true)
+        (pair.namespace, pair.fields, pair.access),
+        ("/games", &["a", "b"][..], Access::Public)
     );
     registry::validate().unwrap();
 
@@ -330,12 +332,12 @@ fn rooms_are_registered_and_listed() {
         .find(|l| l.trim_start().starts_with("pair "))
         .unwrap();
     assert!(
-        pair_line.contains("public") && pair_line.contains("a|b"),
+        pair_line.contains("public") && pair_line.contains("pair|{a}|{b}"),
         "{listing}"
     );
 
-    let rooms = Rooms::new().unwrap();
+    let rooms = Rooms::builder().build().unwrap();
     assert_eq!(rooms.namespaces().collect::<Vec<_>>(), ["/", "/games"]);
-    let keys: Vec<_> = rooms.rooms_in("/").map(|e| e.key()).collect();
+    let keys: Vec<_> = rooms.rooms_in("/").map(|e| e.key).collect();
     assert_eq!(keys, ["chat", "elsewhere", "flaky", "lobby", "user"]);
 }

@@ -52,12 +52,9 @@ async fn serve() -> (SocketAddr, SocketIo) {
     let (layer, io) = SocketIo::new_layer();
     let rooms = Rooms::builder().authenticate(authenticate).build().unwrap();
     // The app's own connect handler is slow; joins must not wait for it.
-    io.ns(
-        "/",
-        rooms.handler(async |_: SocketRef| {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }),
-    );
+    rooms.ns(&io, "/", async |_: SocketRef| {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    });
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use broadcast_core::join::{Handshake, JoinContext, Rooms};
-use broadcast_core::{Authorization, BroadcastEvent, Broadcaster, Room};
+use broadcast_core::join::{Authorization, Handshake, JoinContext, Rooms};
+use broadcast_core::{BroadcastEvent, Broadcaster, Room};
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -127,14 +127,11 @@ struct Server {
 async fn start(rooms: Rooms) -> Server {
     let (layer, io) = SocketIo::new_layer();
     // The app keeps its own connect handler on `/`.
-    io.ns(
-        "/",
-        rooms.handler(async |s: SocketRef| {
-            s.on("ping", async |ack: AckSender| {
-                ack.send(&"pong").ok();
-            });
-        }),
-    );
+    rooms.ns(&io, "/", async |s: SocketRef| {
+        s.on("ping", async |ack: AckSender| {
+            ack.send(&"pong").ok();
+        });
+    });
     let attached = rooms.attach(&io);
     assert_eq!(attached.created, ["/admin"]);
     assert_eq!(attached.existing, ["/"]);

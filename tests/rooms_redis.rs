@@ -59,9 +59,7 @@ async fn node(url: &str) -> (RedisSocketIo, TestServer) {
     let attached = rooms.attach(&parts.io);
     assert_eq!(attached.created, ["/", "/ops"]);
     // With Redis, a namespace exists once its adapter has subscribed.
-    for init in attached.init {
-        init.await.unwrap();
-    }
+    attached.await.unwrap();
     let http = TestServer::serve(parts.layer.clone()).await.unwrap();
     (parts, http)
 }

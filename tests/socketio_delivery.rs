@@ -291,12 +291,9 @@ async fn installed_broadcaster_serves_broadcast_from_spawned_tasks() {
 async fn except_several_sockets_through_their_id_rooms() {
     // The rooms middleware puts every socket in its own id room, so any
     // number of sockets can be skipped, wherever they are connected.
-    let rooms = broadcast_core::join::Rooms::new().unwrap();
+    let rooms = broadcast_core::join::Rooms::builder().build().unwrap();
     let (layer, io) = SocketIo::new_layer();
-    io.ns(
-        "/",
-        rooms.handler(async |_: SocketRef| {}).with(join_from_auth),
-    );
+    rooms.ns(&io, "/", (async |_: SocketRef| {}).with(join_from_auth));
     let srv = TestServer::serve(layer).await.unwrap();
     let mut a = client(&srv, "/", &["chat|1"]).await;
     let mut b = client(&srv, "/", &["chat|1"]).await;

@@ -1,19 +1,22 @@
 //! The broadcaster: runs an event's pipeline and hands the result to a transport.
 
 use std::borrow::Cow;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 
+use broadcast_rules::validate_room;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use tracing::Instrument;
 
 use crate::error::{AlreadyInstalled, BroadcastError};
 use crate::event::BroadcastEvent;
-use crate::target::{IntoTargets, TargetError, Targets, validate_room};
+use crate::target::{IntoTargets, Targets};
 use crate::transport::{Delivery, SocketIoTransport, Transport};
+use crate::util::{BoxFuture, echo};
 
 /// Default limit on a serialized payload: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
@@ -53,11 +56,13 @@ impl std::fmt::Debug for Broadcaster {
     }
 }
 
-/// Configures a [`Broadcaster`].
+/// Configures a [`Broadcaster`] over any [`Transport`].
 ///
-/// ```
-/// use broadcast_core::{Broadcaster, testing::FakeTransport};
-/// let b = Broadcaster::builder(FakeTransport::new())
+/// ```no_run
+/// use broadcast_core::Broadcaster;
+/// use broadcast_core::transport::SocketIoTransport;
+/// let (_layer, io) = socketioxide::SocketIo::new_layer();
+/// let b = Broadcaster::builder(SocketIoTransport::new(io))
 ///     .max_payload_bytes(64 * 1024)
 ///     .build();
 /// ```
@@ -147,12 +152,8 @@ pub struct Stats {
 }
 
 impl Broadcaster {
-    /// A broadcaster over any transport, with default settings.
-    pub fn new(transport: impl Transport) -> Self {
-        Self::builder(transport).build()
-    }
-
-    /// A builder over any transport.
+    /// Configures a broadcaster over `transport` (limits, a transport of your
+    /// own); [`socketio`](Self::socketio) is the short way for the usual one.
     pub fn builder(transport: impl Transport) -> BroadcasterBuilder {
         BroadcasterBuilder {
             transport: Box::new(transport),
@@ -160,18 +161,17 @@ impl Broadcaster {
         }
     }
 
-    /// A broadcaster that delivers through a socketioxide server.
+    /// A broadcaster that delivers through a socketioxide server, with the
+    /// default limits. (With Redis, `redis::server` builds the server's.)
     pub fn socketio<A: Adapter>(io: socketioxide::SocketIo<A>) -> Self {
-        Self::new(SocketIoTransport::new(io))
+        Self::builder(SocketIoTransport::new(io)).build()
     }
 
-    /// Starts a broadcast of `event`; `.await` it (after optional `except`s).
+    /// Broadcasts `event` through this broadcaster rather than the
+    /// installed one: [`broadcast`] with an explicit broadcaster. `.await`
+    /// it (after optional `except`s).
     pub fn broadcast<E: BroadcastEvent + 'static>(&self, event: E) -> Broadcast<E> {
-        Broadcast {
-            event,
-            broadcaster: Some(self.clone()),
-            except: Except::default(),
-        }
+        Broadcast::new(event, Some(self.clone()))
     }
 
     /// Counters since this broadcaster was built.
@@ -186,7 +186,7 @@ impl Broadcaster {
     }
 
     /// The whole pipeline for one event.
-    pub async fn send<E: BroadcastEvent>(
+    async fn send<E: BroadcastEvent>(
         &self,
         event: &E,
         except: &Except,
@@ -241,10 +241,9 @@ impl Broadcaster {
                 source,
             })?;
         if let Some(bad) = &except.invalid {
-            return Err(BroadcastError::InvalidExcept {
+            return Err(BroadcastError::InvalidExceptSocket {
                 event: E::NAME,
-                room: bad.clone(),
-                source: TargetError::InvalidSocketId,
+                id: echo(bad),
             });
         }
         for room in &except.rooms {
@@ -304,7 +303,10 @@ impl Broadcaster {
     }
 }
 
-/// A broadcast being prepared: add exclusions, then `.await` it.
+/// A broadcast being prepared: add exclusions, then `.await` it. Nothing is
+/// sent until it is awaited; one dropped unawaited is logged at `warn`
+/// (and `let _ = broadcast(..)` is caught by clippy's
+/// `let_underscore_future`).
 ///
 /// ```no_run
 /// # use broadcast_core::{broadcast, BroadcastEvent};
@@ -317,38 +319,72 @@ impl Broadcaster {
 /// # Ok(()) }
 /// ```
 #[must_use = "a broadcast does nothing until it is awaited"]
-pub struct Broadcast<E> {
-    event: E,
-    broadcaster: Option<Broadcaster>,
-    except: Except,
+pub struct Broadcast<E: BroadcastEvent + 'static> {
+    state: State<E>,
 }
+
+enum State<E> {
+    Prepared {
+        event: E,
+        broadcaster: Option<Broadcaster>,
+        except: Except,
+    },
+    Running(BoxFuture<'static, Result<Outcome, BroadcastError>>),
+    Done,
+}
+
+// The event is moved into a boxed future before the first poll and never
+// pinned in place, so `Broadcast` can be `Unpin` whatever `E` is.
+impl<E: BroadcastEvent + 'static> Unpin for Broadcast<E> {}
 
 /// Who a broadcast skips.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Except {
+pub(crate) struct Except {
     /// Sockets to skip.
-    pub sockets: Vec<Sid>,
+    pub(crate) sockets: Vec<Sid>,
     /// Rooms whose sockets to skip.
-    pub rooms: Vec<Cow<'static, str>>,
+    pub(crate) rooms: Vec<Cow<'static, str>>,
     /// A socket id given as text that did not parse; fails the broadcast.
     invalid: Option<String>,
 }
 
 impl<E: BroadcastEvent + 'static> Broadcast<E> {
+    fn new(event: E, broadcaster: Option<Broadcaster>) -> Self {
+        Self {
+            state: State::Prepared {
+                event,
+                broadcaster,
+                except: Except::default(),
+            },
+        }
+    }
+
+    fn except_mut(&mut self) -> Option<&mut Except> {
+        match &mut self.state {
+            State::Prepared { except, .. } => Some(except),
+            State::Running(_) | State::Done => None,
+        }
+    }
+
     /// Skips one socket (Laravel's `toOthers()`, Phoenix's `broadcast_from`).
     pub fn except(mut self, socket: Sid) -> Self {
-        self.except.sockets.push(socket);
+        if let Some(except) = self.except_mut() {
+            except.sockets.push(socket);
+        }
         self
     }
 
     /// Skips a socket given by its id as text (e.g. from an `X-Socket-ID`
     /// header). An id that does not parse fails the broadcast with
-    /// [`BroadcastError::InvalidExcept`], rather than silently sending to all.
+    /// [`BroadcastError::InvalidExceptSocket`], rather than silently
+    /// sending to all.
     pub fn except_socket_id(mut self, socket_id: impl AsRef<str>) -> Self {
         let text = socket_id.as_ref();
-        match text.parse::<Sid>() {
-            Ok(sid) => self.except.sockets.push(sid),
-            Err(_) => self.except.invalid = Some(text.to_string()),
+        if let Some(except) = self.except_mut() {
+            match text.parse::<Sid>() {
+                Ok(sid) => except.sockets.push(sid),
+                Err(_) => except.invalid = Some(text.to_string()),
+            }
         }
         self
     }
@@ -358,26 +394,58 @@ impl<E: BroadcastEvent + 'static> Broadcast<E> {
         mut self,
         rooms: impl IntoIterator<Item = R>,
     ) -> Self {
-        self.except.rooms.extend(rooms.into_iter().map(Into::into));
+        if let Some(except) = self.except_mut() {
+            except.rooms.extend(rooms.into_iter().map(Into::into));
+        }
         self
-    }
-
-    /// Runs the broadcast.
-    pub async fn send(self) -> Result<Outcome, BroadcastError> {
-        let broadcaster = match self.broadcaster {
-            Some(b) => b,
-            None => current().ok_or(BroadcastError::NotInstalled { event: E::NAME })?,
-        };
-        broadcaster.send(&self.event, &self.except).await
     }
 }
 
-impl<E: BroadcastEvent + 'static> IntoFuture for Broadcast<E> {
+impl<E: BroadcastEvent + 'static> Future for Broadcast<E> {
     type Output = Result<Outcome, BroadcastError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.send())
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.state = match std::mem::replace(&mut this.state, State::Done) {
+            State::Prepared {
+                event,
+                broadcaster,
+                except,
+            } => State::Running(Box::pin(async move {
+                let broadcaster = match broadcaster {
+                    Some(b) => b,
+                    None => current().ok_or(BroadcastError::NotInstalled { event: E::NAME })?,
+                };
+                broadcaster.send(&event, &except).await
+            })),
+            other => other,
+        };
+        match &mut this.state {
+            State::Running(fut) => {
+                let out = fut.as_mut().poll(cx);
+                if out.is_ready() {
+                    this.state = State::Done;
+                }
+                out
+            }
+            State::Prepared { .. } | State::Done => {
+                panic!(
+                    "a `Broadcast` of `{}` was polled after it completed",
+                    E::NAME
+                )
+            }
+        }
+    }
+}
+
+impl<E: BroadcastEvent + 'static> Drop for Broadcast<E> {
+    fn drop(&mut self) {
+        if let State::Prepared { .. } = self.state {
+            tracing::warn!(
+                event = E::NAME,
+                "a broadcast was dropped without being awaited: nothing was sent"
+            );
+        }
     }
 }
 
@@ -391,9 +459,9 @@ tokio::task_local! {
 /// startup; a second call is an error.
 ///
 /// ```
-/// use broadcast_core::{Broadcaster, testing::FakeTransport};
-/// broadcast_core::install(Broadcaster::new(FakeTransport::new())).unwrap();
-/// assert!(broadcast_core::install(Broadcaster::new(FakeTransport::new())).is_err());
+/// use broadcast_core::testing::FakeBroadcaster;
+/// broadcast_core::install(FakeBroadcaster::new().broadcaster()).unwrap();
+/// assert!(broadcast_core::install(FakeBroadcaster::new().broadcaster()).is_err());
 /// ```
 pub fn install(broadcaster: Broadcaster) -> Result<(), AlreadyInstalled> {
     GLOBAL.set(broadcaster).map_err(|_| AlreadyInstalled)
@@ -401,7 +469,7 @@ pub fn install(broadcaster: Broadcaster) -> Result<(), AlreadyInstalled> {
 
 /// The broadcaster [`broadcast`] would use here: the one of the enclosing
 /// [`with_broadcaster`] scope, else the installed one.
-pub fn current() -> Option<Broadcaster> {
+fn current() -> Option<Broadcaster> {
     SCOPED
         .try_with(Clone::clone)
         .ok()
@@ -441,9 +509,5 @@ pub async fn with_broadcaster<F: Future>(broadcaster: Broadcaster, fut: F) -> F:
 /// # Ok(()) }
 /// ```
 pub fn broadcast<E: BroadcastEvent + 'static>(event: E) -> Broadcast<E> {
-    Broadcast {
-        event,
-        broadcaster: None,
-        except: Except::default(),
-    }
+    Broadcast::new(event, None)
 }

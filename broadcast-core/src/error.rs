@@ -3,16 +3,19 @@
 
 use std::time::Duration;
 
-use crate::target::{Target, TargetError};
+use broadcast_rules::NameError;
+
+use crate::target::Target;
 
 /// Why a broadcast failed.
 ///
 /// ```
-/// use broadcast_core::{BroadcastError, Target, TargetError};
+/// use broadcast_core::{BroadcastError, Target};
+/// use broadcast_core::rules::{NameError, NameKind};
 /// let e = BroadcastError::InvalidTarget {
 ///     event: "update_chat",
 ///     target: Target::new("/", ""),
-///     source: TargetError::Empty(broadcast_core::target::NameKind::Room),
+///     source: NameError::Empty(NameKind::Room),
 /// };
 /// assert_eq!(
 ///     e.to_string(),
@@ -38,9 +41,9 @@ pub enum BroadcastError {
         /// The offending target.
         target: Target,
         /// What is wrong with it.
-        source: TargetError,
+        source: NameError,
     },
-    /// An excluded room (`except`) is not acceptable.
+    /// An excluded room (`except_rooms`) is not acceptable.
     #[error("event `{event}`: invalid excluded room `{room}`: {source}")]
     InvalidExcept {
         /// The event name.
@@ -48,7 +51,16 @@ pub enum BroadcastError {
         /// The offending room.
         room: String,
         /// What is wrong with it.
-        source: TargetError,
+        source: NameError,
+    },
+    /// A socket id given as text (`except_socket_id`) is not a Socket.IO
+    /// session id; nothing was sent rather than sending to everyone.
+    #[error("event `{event}`: `{id}` is not a socket id, so it cannot be excluded")]
+    InvalidExceptSocket {
+        /// The event name.
+        event: &'static str,
+        /// The text given, cut to a readable length.
+        id: String,
     },
     /// `broadcast_as` (or a resource it returned) failed.
     #[error("event `{event}`: building the payload failed: {source}")]
@@ -95,6 +107,7 @@ impl BroadcastError {
             Self::NotInstalled { event }
             | Self::InvalidTarget { event, .. }
             | Self::InvalidExcept { event, .. }
+            | Self::InvalidExceptSocket { event, .. }
             | Self::Payload { event, .. }
             | Self::Serialize { event, .. }
             | Self::PayloadTooLarge { event, .. }

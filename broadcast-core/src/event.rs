@@ -12,7 +12,7 @@ use crate::target::IntoTargets;
 /// like this:
 ///
 /// ```
-/// use broadcast_core::{BroadcastEvent, PayloadError};
+/// use broadcast_core::{BroadcastEvent, PayloadError, register_event};
 /// use serde::Serialize;
 ///
 /// #[derive(Serialize)]
@@ -29,6 +29,8 @@ use crate::target::IntoTargets;
 ///         Ok(self)
 ///     }
 /// }
+/// // Hand-written events register themselves for listings and checks:
+/// register_event!(UpdateChat, rooms = ["chat|{chat_id}"]);
 /// ```
 ///
 /// Every future is `Send`, so events can be broadcast from `tokio::spawn`ed
@@ -39,7 +41,7 @@ pub trait BroadcastEvent: Send + Sync {
 
     /// The namespace that plain room strings from `broadcast_on` live in.
     /// Typed rooms carry their own namespace.
-    const NAMESPACE: &'static str = crate::target::DEFAULT_NAMESPACE;
+    const NAMESPACE: &'static str = broadcast_rules::DEFAULT_NAMESPACE;
 
     /// The rooms to deliver to. Default: one room named after the event.
     fn broadcast_on(&self) -> impl Future<Output = impl IntoTargets> + Send {
@@ -107,4 +109,118 @@ impl PayloadError {
     pub fn msg(msg: impl std::fmt::Display) -> Self {
         Self(msg.to_string().into())
     }
+}
+
+/// What the registry knows of one event type: one is registered per event
+/// type, by the derive or by [`register_event!`](crate::register_event).
+///
+/// ```
+/// use broadcast_core::{BroadcastEvent, registry};
+///
+/// #[derive(serde::Serialize, BroadcastEvent)]
+/// #[broadcast(on = "chat|{chat_id}")]
+/// struct ChatRenamed { chat_id: u64 }
+///
+/// let e = registry::events().find(|e| e.name == "chat_renamed").unwrap();
+/// assert_eq!((e.type_name, e.namespace, e.rooms), ("ChatRenamed", "/", &["chat|{chat_id}"][..]));
+/// ```
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EventDescriptor {
+    /// Socket.IO event name.
+    pub name: &'static str,
+    /// Rust type name as written (`UpdateChat`).
+    pub type_name: &'static str,
+    /// Module the type is declared in.
+    pub module_path: &'static str,
+    /// Namespace of plain room strings.
+    pub namespace: &'static str,
+    /// Room templates or expressions, as written in `on = ...`. Empty means
+    /// the default room (named after the event) or a hand-written
+    /// `broadcast_on`.
+    pub rooms: &'static [&'static str],
+    /// The payload: the event type itself, or the `as = ...` expression.
+    pub payload: &'static str,
+    /// Source file of the declaration.
+    pub file: &'static str,
+    /// Source line of the declaration.
+    pub line: u32,
+    /// The payload's JSON Schema, when its type implements
+    /// `schemars::JsonSchema` and the `schema` feature is on.
+    #[serde(skip)]
+    pub payload_schema: fn() -> Option<serde_json::Value>,
+}
+
+impl EventDescriptor {
+    /// A descriptor with no rooms, the type itself as payload, and no source.
+    /// Chain the other `const fn`s to fill it in.
+    pub const fn new(name: &'static str, type_name: &'static str, namespace: &'static str) -> Self {
+        Self {
+            name,
+            type_name,
+            module_path: "",
+            namespace,
+            rooms: &[],
+            payload: type_name,
+            file: "",
+            line: 0,
+            payload_schema: crate::schema::no_schema,
+        }
+    }
+
+    /// Sets the function that returns the payload's JSON Schema.
+    pub const fn payload_schema(mut self, schema: fn() -> Option<serde_json::Value>) -> Self {
+        self.payload_schema = schema;
+        self
+    }
+
+    /// Sets the room templates.
+    pub const fn rooms(mut self, rooms: &'static [&'static str]) -> Self {
+        self.rooms = rooms;
+        self
+    }
+
+    /// Sets the payload description.
+    pub const fn payload(mut self, payload: &'static str) -> Self {
+        self.payload = payload;
+        self
+    }
+
+    /// Sets where the type is declared (`module_path!()`, `file!()`, `line!()`).
+    pub const fn source(
+        mut self,
+        module_path: &'static str,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
+        self.module_path = module_path;
+        self.file = file;
+        self.line = line;
+        self
+    }
+
+    /// `module::path::TypeName`.
+    pub fn rust_path(&self) -> String {
+        if self.module_path.is_empty() {
+            self.type_name.to_string()
+        } else {
+            format!("{}::{}", self.module_path, self.type_name)
+        }
+    }
+
+    /// The room keys this event targets (the part of each template before the
+    /// first `|`), for cross-referencing with rooms.
+    pub fn room_keys(&self) -> impl Iterator<Item = &'static str> {
+        self.rooms
+            .iter()
+            .map(|r| r.split_once('|').map_or(*r, |(k, _)| k))
+    }
+}
+
+inventory::collect!(EventDescriptor);
+
+/// Every registered event, sorted by namespace then name.
+pub(crate) fn registered() -> Vec<&'static EventDescriptor> {
+    let mut v: Vec<_> = inventory::iter::<EventDescriptor>.into_iter().collect();
+    v.sort_by_key(|e| (e.namespace, e.name, e.module_path, e.type_name));
+    v
 }

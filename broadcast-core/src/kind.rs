@@ -18,6 +18,7 @@ pub struct ReadyTag;
 
 /// Chosen for futures.
 pub trait FutureKind {
+    /// Tags a future.
     #[inline]
     fn __broadcast_future_kind(&self) -> AwaitTag {
         AwaitTag
@@ -27,6 +28,7 @@ impl<F: IntoFuture> FutureKind for F {}
 
 /// Chosen for every other value.
 pub trait ValueKind {
+    /// Tags a ready value.
     #[inline]
     fn __broadcast_future_kind(&self) -> ReadyTag {
         ReadyTag
@@ -55,6 +57,7 @@ pub struct PlainTag;
 
 /// Chosen for resources.
 pub trait ResourceKind {
+    /// Tags a resource.
     #[inline]
     fn __broadcast_payload_kind(&self) -> DumpTag {
         DumpTag
@@ -64,6 +67,7 @@ impl<R: Resource> ResourceKind for R {}
 
 /// Chosen for every other value.
 pub trait PlainKind {
+    /// Tags a plain payload.
     #[inline]
     fn __broadcast_payload_kind(&self) -> PlainTag {
         PlainTag

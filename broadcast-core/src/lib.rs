@@ -28,52 +28,64 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The crate root holds what every application uses; the areas are
+//! [`join`] (rooms clients join, authorization), [`registry`] (every
+//! event and room of the program), [`transport`], [`testing`],
+//! [`typescript`], `redis` (feature `redis`) and [`rules`] (the naming
+//! rules and protocol names).
+//!
 //! [socketioxide]: https://docs.rs/socketioxide
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod broadcaster;
-pub mod error;
-pub mod event;
+// Layers, lowest first; each module uses only those above it in this list
+// (ARCHITECTURE.md draws it, and a test keeps it so).
+mod broadcaster;
+mod error;
+mod event;
 pub mod join;
+mod kind;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod registry;
-pub mod room;
-pub mod schema;
-pub mod target;
+mod room;
+mod schema;
+mod target;
 pub mod testing;
 pub mod transport;
 pub mod typescript;
+mod util;
 
-#[cfg(feature = "redis")]
-pub mod redis;
-
-#[doc(hidden)]
-pub mod kind;
+/// The naming rules, limits and protocol event names, shared with the
+/// derives and the generator.
+pub use broadcast_rules as rules;
 
 pub use broadcaster::{
-    Broadcast, Broadcaster, BroadcasterBuilder, Except, Outcome, SkipReason, Stats, broadcast,
-    current, install, with_broadcaster,
+    Broadcast, Broadcaster, BroadcasterBuilder, Outcome, SkipReason, Stats, broadcast, install,
+    with_broadcaster,
 };
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};
 pub use event::{BroadcastEvent, PayloadError, Resource};
 pub use room::Room;
-pub use room::{Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
-pub use target::{IntoTargets, Target, TargetError, Targets};
+pub use target::{IntoTargets, NamespaceTargets, Target, Targets};
 
-/// `#[derive(BroadcastEvent)]`: see the `broadcast-derive` crate docs.
 #[cfg(feature = "derive")]
-pub use broadcast_derive::BroadcastEvent;
+pub use broadcast_derive::{BroadcastEvent, Room};
 
-/// `#[derive(Room)]`: see the `broadcast-derive` crate docs.
-#[cfg(feature = "derive")]
-pub use broadcast_derive::Room;
+// The README's examples are compiled as written.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
 
 /// Items the derives expand to. Not public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::join::derive_support as room;
+    /// What `#[derive(Room)]`'s `from_join_data` calls.
+    pub mod room {
+        pub use crate::join::fields::{FieldValues, Shape};
+    }
     pub use crate::kind::{FutureKind, PlainKind, ResourceKind, ValueKind};
-    pub use crate::schema::{NoSchemaKind, SchemaKind, SchemaProbe};
+    pub use crate::schema::{NoSchemaKind, SchemaKind, SchemaProbe, no_schema};
     pub use inventory;
     pub use serde::Serialize;
     pub use serde_json::Value;

@@ -23,182 +23,26 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use broadcast_rules::{NameError, validate_event_name, validate_namespace};
 use serde::Serialize;
 
-/// What the registry knows of one event type.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct EventDescriptor {
-    /// Socket.IO event name.
-    pub name: &'static str,
-    /// Rust type name as written (`UpdateChat`).
-    pub type_name: &'static str,
-    /// Module the type is declared in.
-    pub module_path: &'static str,
-    /// Namespace of plain room strings.
-    pub namespace: &'static str,
-    /// Room templates or expressions, as written in `on = ...`. Empty means
-    /// the default room (named after the event) or a hand-written
-    /// `broadcast_on`.
-    pub rooms: &'static [&'static str],
-    /// The payload: the event type itself, or the `as = ...` expression.
-    pub payload: &'static str,
-    /// Source file of the declaration.
-    pub file: &'static str,
-    /// Source line of the declaration.
-    pub line: u32,
-    /// The payload's JSON Schema, when its type implements
-    /// `schemars::JsonSchema` and the `schema` feature is on.
-    #[serde(skip)]
-    pub payload_schema: fn() -> Option<serde_json::Value>,
-}
-
-impl EventDescriptor {
-    /// A descriptor with no rooms, the type itself as payload, and no source.
-    /// Chain the other `const fn`s to fill it in.
-    pub const fn new(name: &'static str, type_name: &'static str, namespace: &'static str) -> Self {
-        Self {
-            name,
-            type_name,
-            module_path: "",
-            namespace,
-            rooms: &[],
-            payload: type_name,
-            file: "",
-            line: 0,
-            payload_schema: crate::schema::no_schema,
-        }
-    }
-
-    /// Sets the function that returns the payload's JSON Schema.
-    pub const fn payload_schema(mut self, schema: fn() -> Option<serde_json::Value>) -> Self {
-        self.payload_schema = schema;
-        self
-    }
-
-    /// Sets the room templates.
-    pub const fn rooms(mut self, rooms: &'static [&'static str]) -> Self {
-        self.rooms = rooms;
-        self
-    }
-
-    /// Sets the payload description.
-    pub const fn payload(mut self, payload: &'static str) -> Self {
-        self.payload = payload;
-        self
-    }
-
-    /// Sets where the type is declared (`module_path!()`, `file!()`, `line!()`).
-    pub const fn source(
-        mut self,
-        module_path: &'static str,
-        file: &'static str,
-        line: u32,
-    ) -> Self {
-        self.module_path = module_path;
-        self.file = file;
-        self.line = line;
-        self
-    }
-
-    /// `module::path::TypeName`.
-    pub fn rust_path(&self) -> String {
-        if self.module_path.is_empty() {
-            self.type_name.to_string()
-        } else {
-            format!("{}::{}", self.module_path, self.type_name)
-        }
-    }
-
-    /// The room keys this event targets (the part of each template before the
-    /// first `|`), for cross-referencing with rooms.
-    pub fn room_keys(&self) -> impl Iterator<Item = &'static str> {
-        self.rooms
-            .iter()
-            .map(|r| r.split_once('|').map_or(*r, |(k, _)| k))
-    }
-}
-
-/// What the registry knows of one room type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct RoomDescriptor {
-    /// Room key (`chat` for `chat|123`).
-    pub key: &'static str,
-    /// Rust type name as written.
-    pub type_name: &'static str,
-    /// Module the type is declared in.
-    pub module_path: &'static str,
-    /// Namespace the room lives in.
-    pub namespace: &'static str,
-    /// Names of the identifier fields, joined by `|` in the room name.
-    pub fields: &'static [&'static str],
-    /// Whether any client may join without authorization.
-    pub public: bool,
-    /// Source file of the declaration.
-    pub file: &'static str,
-    /// Source line of the declaration.
-    pub line: u32,
-}
-
-impl RoomDescriptor {
-    /// A descriptor for a room key in a namespace; chain the other `const fn`s.
-    pub const fn new(key: &'static str, type_name: &'static str, namespace: &'static str) -> Self {
-        Self {
-            key,
-            type_name,
-            module_path: "",
-            namespace,
-            fields: &[],
-            public: false,
-            file: "",
-            line: 0,
-        }
-    }
-
-    /// Sets the identifier fields.
-    pub const fn fields(mut self, fields: &'static [&'static str]) -> Self {
-        self.fields = fields;
-        self
-    }
-
-    /// Marks the room public.
-    pub const fn public(mut self, public: bool) -> Self {
-        self.public = public;
-        self
-    }
-
-    /// Sets where the type is declared.
-    pub const fn source(
-        mut self,
-        module_path: &'static str,
-        file: &'static str,
-        line: u32,
-    ) -> Self {
-        self.module_path = module_path;
-        self.file = file;
-        self.line = line;
-        self
-    }
-}
-
-inventory::collect!(EventDescriptor);
-inventory::collect!(RoomDescriptor);
+pub use crate::event::EventDescriptor;
+use crate::join::RoomsError;
+pub use crate::join::descriptor::RoomDescriptor;
 
 /// Every registered event, sorted by namespace then name.
 pub fn events() -> impl Iterator<Item = &'static EventDescriptor> {
-    let mut v: Vec<_> = inventory::iter::<EventDescriptor>.into_iter().collect();
-    v.sort_by_key(|e| (e.namespace, e.name, e.module_path, e.type_name));
-    v.into_iter()
+    crate::event::registered().into_iter()
 }
 
 /// Every registered room, sorted by namespace then key.
 pub fn rooms() -> impl Iterator<Item = &'static RoomDescriptor> {
-    let mut v: Vec<_> = inventory::iter::<RoomDescriptor>.into_iter().collect();
-    v.sort_by_key(|r| (r.namespace, r.key, r.module_path, r.type_name));
-    v.into_iter()
+    crate::join::descriptor::registered().into_iter()
 }
 
 /// A problem in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// Two or more types share one event name in one namespace, so clients
     /// could not tell their payloads apart.
@@ -211,29 +55,54 @@ pub enum RegistryError {
         /// The Rust types sharing it, with their source location.
         types: Vec<String>,
     },
-    /// Two or more room types share one key in one namespace, so a
-    /// `join_<key>` would be ambiguous.
-    #[error("room key `{key}` in namespace `{namespace}` is used by {}", types.join(", "))]
-    DuplicateRoom {
-        /// Namespace.
-        namespace: &'static str,
-        /// Room key.
-        key: &'static str,
-        /// The Rust types sharing it.
-        types: Vec<String>,
+    /// A hand-written event has a name or namespace the derive would have
+    /// refused.
+    #[error("event `{name}` of {event}: {reason}")]
+    InvalidEvent {
+        /// Event name.
+        name: &'static str,
+        /// The Rust type and where it is declared.
+        event: String,
+        /// What is wrong.
+        reason: String,
     },
+    /// A room type cannot be served (the check [`join::Rooms`](crate::join::Rooms) makes).
+    #[error(transparent)]
+    Room(#[from] RoomsError),
 }
 
-/// Checks the registry: every `(namespace, event name)` and every
-/// `(namespace, room key)` belongs to one type. Reports all problems at once.
+/// Checks the registry: every event has an acceptable, unreserved name and
+/// namespace, every `(namespace, event name)` belongs to one type, and every
+/// room can be served (valid key and namespace, one type per key and
+/// namespace). Reports all problems at once.
 pub fn validate() -> Result<(), Vec<RegistryError>> {
     let mut errors = Vec::new();
     let mut by_name: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
     for e in events() {
+        let location = format!("{} ({}:{})", e.rust_path(), e.file, e.line);
+        let invalid = validate_event_name(e.name)
+            .err()
+            .map(|err: NameError| err.to_string())
+            .or_else(|| {
+                broadcast_rules::protocol::reserved(e.name)
+                    .map(|why| format!("the name is reserved: {why}"))
+            })
+            .or_else(|| {
+                validate_namespace(e.namespace)
+                    .err()
+                    .map(|err| err.to_string())
+            });
+        if let Some(reason) = invalid {
+            errors.push(RegistryError::InvalidEvent {
+                name: e.name,
+                event: location.clone(),
+                reason,
+            });
+        }
         by_name
             .entry((e.namespace, e.name))
             .or_default()
-            .push(format!("{} ({}:{})", e.rust_path(), e.file, e.line));
+            .push(location);
     }
     for ((namespace, name), types) in by_name {
         if types.len() > 1 {
@@ -244,25 +113,8 @@ pub fn validate() -> Result<(), Vec<RegistryError>> {
             });
         }
     }
-    let mut by_key: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
-    for r in rooms() {
-        by_key
-            .entry((r.namespace, r.key))
-            .or_default()
-            .push(format!(
-                "{}::{} ({}:{})",
-                r.module_path, r.type_name, r.file, r.line
-            ));
-    }
-    for ((namespace, key), types) in by_key {
-        if types.len() > 1 {
-            errors.push(RegistryError::DuplicateRoom {
-                namespace,
-                key,
-                types,
-            });
-        }
-    }
+    let (_, room_problems) = crate::join::descriptor::checked();
+    errors.extend(room_problems.into_iter().map(RegistryError::Room));
     if errors.is_empty() {
         Ok(())
     } else {
@@ -307,7 +159,11 @@ pub fn listing() -> String {
                 if e.rooms.is_empty() {
                     format!("<{}>", e.name)
                 } else {
-                    e.rooms.join(", ")
+                    e.rooms
+                        .iter()
+                        .map(|expr| room_shown(expr, &rooms))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 },
                 e.payload.to_string(),
                 format!("{} ({}:{})", e.rust_path(), e.file, e.line),
@@ -334,18 +190,28 @@ pub fn listing() -> String {
             [
                 r.key.to_string(),
                 r.namespace.to_string(),
-                r.fields.join("|"),
-                if r.public { "public" } else { "authorized" }.to_string(),
+                r.pattern(),
+                r.access.to_string(),
                 targeted_by.join(", "),
             ]
         })
         .collect();
     table(
         &mut out,
-        ["ROOM KEY", "NAMESPACE", "IDENTIFIER", "ACCESS", "EVENTS"],
+        ["ROOM KEY", "NAMESPACE", "NAMES", "ACCESS", "EVENTS"],
         &rows,
     );
     out
+}
+
+/// How the listing shows one `on = ...` item: a template as written, an
+/// expression that builds a registered room type as that room's pattern
+/// (`order|{order_id}`), anything else as written.
+fn room_shown(expr: &str, rooms: &[&RoomDescriptor]) -> String {
+    match rooms.iter().find(|r| names_type(expr, r.type_name)) {
+        Some(room) => room.pattern(),
+        None => expr.to_owned(),
+    }
 }
 
 /// Whether an `on = ...` expression mentions the room type `type_name`
@@ -395,7 +261,9 @@ pub fn log_startup_listing() -> Result<(), Vec<RegistryError>> {
     result
 }
 
-/// Registers a hand-written [`BroadcastEvent`](crate::BroadcastEvent) impl.
+/// Registers a hand-written [`BroadcastEvent`](crate::BroadcastEvent) impl
+/// for listings and [`validate`]; `#[derive(BroadcastEvent)]` does this
+/// itself.
 ///
 /// ```
 /// use broadcast_core::{BroadcastEvent, PayloadError, register_event};
@@ -421,6 +289,39 @@ macro_rules! register_event {
             )
             .rooms(&[$($($room),*)?])
             .source(::core::module_path!(), ::core::file!(), ::core::line!())
+        }
+    };
+}
+
+/// Registers a hand-written [`JoinableRoom`](crate::join::JoinableRoom)
+/// impl, for the join protocol and the listings; `#[derive(Room)]` does
+/// this itself.
+///
+/// ```standalone_crate
+/// # use std::borrow::Cow;
+/// use broadcast_core::{Room, register_room};
+/// use broadcast_core::join::{Access, JoinableRoom, RoomDataError};
+///
+/// struct Lobby;
+/// impl Room for Lobby {
+///     fn name(&self) -> Cow<'static, str> { "lobby".into() }
+/// }
+/// impl JoinableRoom for Lobby {
+///     const KEY: &'static str = "lobby";
+///     const ACCESS: Access = Access::ServerOnly;
+///     const FIELDS: &'static [&'static str] = &[];
+///     fn from_join_data(_: &serde_json::Value) -> Result<Self, RoomDataError> { Ok(Lobby) }
+/// }
+/// register_room!(Lobby);
+///
+/// assert!(broadcast_core::registry::rooms().any(|r| r.key == "lobby" && r.access == Access::ServerOnly));
+/// ```
+#[macro_export]
+macro_rules! register_room {
+    ($ty:ty $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::registry::RoomDescriptor::of::<$ty>(::core::stringify!($ty))
+                .source(::core::module_path!(), ::core::file!(), ::core::line!())
         }
     };
 }

@@ -1,6 +1,6 @@
 //! Targets: the `(namespace, room)` pairs an event is delivered to.
 //!
-//! `broadcast_on` may return a room string, a typed [`Room`], or a list of
+//! `broadcast_on` may return a room string, a typed [`Room`](crate::Room), or a list of
 //! either; [`IntoTargets`] normalizes all of them into one [`Targets`] set,
 //! grouped by namespace and deduplicated, so a transport can deliver each
 //! namespace with a single emit.
@@ -8,13 +8,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::room::Room;
-
-/// Longest room or namespace name accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 256;
-
-/// The namespace used when nothing else is said.
-pub const DEFAULT_NAMESPACE: &str = "/";
+use broadcast_rules::{NameError, validate_namespace, validate_room};
 
 /// One delivery target: a room inside a namespace.
 ///
@@ -147,7 +141,7 @@ impl Targets {
     }
 
     /// Checks every namespace and room name; returns the first bad target.
-    pub fn validate(&self) -> Result<(), (Target, TargetError)> {
+    pub fn validate(&self) -> Result<(), (Target, NameError)> {
         for g in &self.groups {
             if let Err(e) = validate_namespace(&g.namespace) {
                 let room = g.rooms.first().cloned().unwrap_or_default();
@@ -161,100 +155,7 @@ impl Targets {
     }
 }
 
-/// Why a room or namespace name was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TargetError {
-    /// The name is empty.
-    #[error("the {0} name is empty")]
-    Empty(NameKind),
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
-    #[error("the {kind} name is {len} bytes long, more than the {MAX_NAME_LEN} allowed")]
-    TooLong {
-        /// Room or namespace.
-        kind: NameKind,
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// The name holds a control character.
-    #[error("the {0} name contains a control character")]
-    ControlCharacter(NameKind),
-    /// A namespace must start with `/`.
-    #[error("a namespace must start with `/`")]
-    NamespaceWithoutSlash,
-    /// `#`, `,` and `?` would break Socket.IO packet framing in a namespace.
-    #[error("a namespace cannot contain `{0}`")]
-    NamespaceCharacter(char),
-    /// An excluded socket id is not a Socket.IO session id.
-    #[error("not a socket id")]
-    InvalidSocketId,
-}
-
-/// Which kind of name a [`TargetError`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    /// A room name.
-    Room,
-    /// A namespace path.
-    Namespace,
-}
-
-impl fmt::Display for NameKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NameKind::Room => "room",
-            NameKind::Namespace => "namespace",
-        })
-    }
-}
-
-fn validate_name(name: &str, kind: NameKind) -> Result<(), TargetError> {
-    if name.is_empty() {
-        return Err(TargetError::Empty(kind));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(TargetError::TooLong {
-            kind,
-            len: name.len(),
-        });
-    }
-    if name.chars().any(char::is_control) {
-        return Err(TargetError::ControlCharacter(kind));
-    }
-    Ok(())
-}
-
-/// Checks a room name: non-empty, at most [`MAX_NAME_LEN`] bytes, no control characters.
-///
-/// ```
-/// use broadcast_core::target::validate_room;
-/// assert!(validate_room("chat|1").is_ok());
-/// assert!(validate_room("").is_err());
-/// assert!(validate_room("a\nb").is_err());
-/// ```
-pub fn validate_room(room: &str) -> Result<(), TargetError> {
-    validate_name(room, NameKind::Room)
-}
-
-/// Checks a namespace: as a room, plus it starts with `/` and holds no `#`, `,` or `?`.
-///
-/// ```
-/// use broadcast_core::target::validate_namespace;
-/// assert!(validate_namespace("/admin").is_ok());
-/// assert!(validate_namespace("admin").is_err());
-/// assert!(validate_namespace("/a#b").is_err());
-/// ```
-pub fn validate_namespace(ns: &str) -> Result<(), TargetError> {
-    validate_name(ns, NameKind::Namespace)?;
-    if !ns.starts_with('/') {
-        return Err(TargetError::NamespaceWithoutSlash);
-    }
-    if let Some(c) = ns.chars().find(|c| matches!(c, '#' | ',' | '?')) {
-        return Err(TargetError::NamespaceCharacter(c));
-    }
-    Ok(())
-}
-
-/// Anything `broadcast_on` may return: a room string, a typed [`Room`], a
+/// Anything `broadcast_on` may return: a room string, a typed [`Room`](crate::Room), a
 /// [`Target`], or a list, array, `Vec`, `Option` or tuple of those.
 ///
 /// `default_namespace` applies to plain strings; typed rooms and targets carry
@@ -315,12 +216,6 @@ impl IntoTargets for Targets {
     }
 }
 
-impl<R: Room> IntoTargets for R {
-    fn into_targets(self, _: &'static str, out: &mut Targets) {
-        out.push(self.namespace(), self.name());
-    }
-}
-
 impl<T: IntoTargets> IntoTargets for Vec<T> {
     fn into_targets(self, ns: &'static str, out: &mut Targets) {
         for t in self {
@@ -374,22 +269,7 @@ tuple_targets!(A B C D E F);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct ChatRoom(u64);
-    impl Room for ChatRoom {
-        fn name(&self) -> Cow<'static, str> {
-            format!("chat|{}", self.0).into()
-        }
-    }
-    struct AdminRoom;
-    impl Room for AdminRoom {
-        fn name(&self) -> Cow<'static, str> {
-            "admins".into()
-        }
-        fn namespace(&self) -> Cow<'static, str> {
-            "/admin".into()
-        }
-    }
+    use broadcast_rules::NameKind;
 
     fn collect(t: impl IntoTargets, ns: &'static str) -> Vec<String> {
         let mut out = Targets::new();
@@ -404,23 +284,16 @@ mod tests {
     }
 
     #[test]
-    fn typed_rooms_keep_their_namespace() {
-        assert_eq!(collect(ChatRoom(5), "/ignored"), ["/#chat|5"]);
-        assert_eq!(collect(AdminRoom, "/"), ["/admin#admins"]);
-    }
-
-    #[test]
     fn lists_are_flattened_and_deduplicated_in_order() {
         let got = collect(
             (
                 vec!["b", "a", "b"],
-                ChatRoom(1),
-                [ChatRoom(1), ChatRoom(2)],
-                AdminRoom,
+                Target::new("/admin", "admins"),
+                ["c", "a"],
             ),
             "/",
         );
-        assert_eq!(got, ["/#b", "/#a", "/#chat|1", "/#chat|2", "/admin#admins"]);
+        assert_eq!(got, ["/#b", "/#a", "/#c", "/admin#admins"]);
     }
 
     #[test]
@@ -446,41 +319,13 @@ mod tests {
         t.push("/", "bad\u{7}");
         let (target, err) = t.validate().unwrap_err();
         assert_eq!(target.room, "bad\u{7}");
-        assert_eq!(err, TargetError::ControlCharacter(NameKind::Room));
+        assert_eq!(err, NameError::ControlCharacter(NameKind::Room));
 
         let mut t = Targets::new();
         t.push("admin", "r");
         assert_eq!(
             t.validate().unwrap_err().1,
-            TargetError::NamespaceWithoutSlash
-        );
-    }
-
-    #[test]
-    fn name_rules() {
-        assert_eq!(validate_room(""), Err(TargetError::Empty(NameKind::Room)));
-        assert!(validate_room(&"x".repeat(MAX_NAME_LEN)).is_ok());
-        assert!(matches!(
-            validate_room(&"x".repeat(MAX_NAME_LEN + 1)),
-            Err(TargetError::TooLong { len: 257, .. })
-        ));
-        assert!(validate_room("emoji 🎉 and spaces").is_ok());
-        assert_eq!(validate_namespace("/"), Ok(()));
-        assert_eq!(
-            validate_namespace(""),
-            Err(TargetError::Empty(NameKind::Namespace))
-        );
-        assert_eq!(
-            validate_namespace("/a#b"),
-            Err(TargetError::NamespaceCharacter('#'))
-        );
-        assert_eq!(
-            validate_namespace("/a,b"),
-            Err(TargetError::NamespaceCharacter(','))
-        );
-        assert_eq!(
-            validate_namespace("/a\tb"),
-            Err(TargetError::ControlCharacter(NameKind::Namespace))
+            NameError::NamespaceWithoutSlash
         );
     }
 }

@@ -153,28 +153,21 @@ fn contains(actual: &Value, expected: &Value) -> bool {
 
 /// A [`Transport`] that records every delivery instead of sending it.
 #[derive(Clone, Default)]
-pub struct FakeTransport {
+struct FakeTransport {
     log: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl FakeTransport {
-    /// An empty recorder.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     fn log(&self) -> MutexGuard<'_, Vec<Recorded>> {
         // A test that panicked while holding the lock leaves plain data behind.
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Everything recorded so far, oldest first.
-    pub fn recorded(&self) -> Vec<Recorded> {
+    fn recorded(&self) -> Vec<Recorded> {
         self.log().clone()
     }
 
-    /// Forgets everything recorded.
-    pub fn clear(&self) {
+    fn clear(&self) {
         self.log().clear();
     }
 }
@@ -202,7 +195,8 @@ impl Transport for FakeTransport {
     }
 }
 
-/// A broadcaster over a [`FakeTransport`], with assertions.
+/// A broadcaster that records every delivery instead of sending it, with
+/// assertions over what it recorded.
 #[derive(Clone)]
 pub struct FakeBroadcaster {
     transport: FakeTransport,
@@ -216,16 +210,30 @@ impl Default for FakeBroadcaster {
 }
 
 impl FakeBroadcaster {
-    /// A fresh fake.
+    /// A fresh fake with the default limits.
     pub fn new() -> Self {
-        let transport = FakeTransport::new();
+        Self::with_max_payload_bytes(crate::broadcaster::DEFAULT_MAX_PAYLOAD_BYTES)
+    }
+
+    /// A fresh fake whose broadcaster refuses payloads over `limit` bytes,
+    /// to test what your code does with
+    /// [`BroadcastError::PayloadTooLarge`](crate::BroadcastError::PayloadTooLarge).
+    ///
+    /// ```
+    /// let fake = broadcast_core::testing::FakeBroadcaster::with_max_payload_bytes(16);
+    /// # drop(fake);
+    /// ```
+    pub fn with_max_payload_bytes(limit: usize) -> Self {
+        let transport = FakeTransport::default();
         Self {
-            broadcaster: Broadcaster::new(transport.clone()),
+            broadcaster: Broadcaster::builder(transport.clone())
+                .max_payload_bytes(limit)
+                .build(),
             transport,
         }
     }
 
-    /// The broadcaster to use (or to pass to [`crate::with_broadcaster`]).
+    /// The broadcaster to use (or to pass to [`with_broadcaster`](crate::with_broadcaster)).
     pub fn broadcaster(&self) -> Broadcaster {
         self.broadcaster.clone()
     }

@@ -110,7 +110,7 @@ pub fn event(ev: &Event) -> TokenStream {
                 __broadcast_payload_schema
             }}
         }
-        None => quote!(#krate::schema::no_schema),
+        None => quote!(#p::no_schema),
     };
 
     quote! {

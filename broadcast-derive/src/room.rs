@@ -32,6 +32,7 @@ pub struct RoomModel<'a> {
 pub enum Access {
     Public,
     Authorize(syn::Path),
+    ServerOnly,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -144,17 +145,7 @@ fn validate<'a>(
         }
         (Some(_), None) => Some(Access::Public),
         (None, Some(auth)) => Some(Access::Authorize(auth.value.clone())),
-        (None, None) => {
-            let msg = format!(
-                "rooms are private by default: say who may join `{}` with `#[room(public)]` (any client) or `#[room(authorize = path::to::fn)]` (an async fn taking `(&JoinContext, &{})`)",
-                input.ident, input.ident
-            );
-            match &attrs.first {
-                Some(first) => cx.error_spanned_by(first, msg),
-                None => cx.error_spanned_by(&input.ident, msg),
-            }
-            None
-        }
+        (None, None) => Some(Access::ServerOnly),
     };
 
     let (shape, fields) = match fields {

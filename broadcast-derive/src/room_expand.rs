@@ -15,7 +15,11 @@ pub fn room(m: &RoomModel) -> TokenStream {
     let namespace = &m.namespace;
     let type_name = ident.to_string();
     let names: Vec<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
-    let public = matches!(m.access, Access::Public);
+    let access = match m.access {
+        Access::Public => quote!(Public),
+        Access::Authorize(_) => quote!(Authorized),
+        Access::ServerOnly => quote!(ServerOnly),
+    };
 
     let name_body = if m.fields.is_empty() {
         quote!(#p::Cow::Borrowed(#key))
@@ -55,8 +59,9 @@ pub fn room(m: &RoomModel) -> TokenStream {
     };
 
     let authorize_body = match &m.access {
-        Access::Public => quote!(::core::future::ready(#krate::Authorization::Allow)),
-        Access::Authorize(path) => {
+        Access::ServerOnly => None,
+        Access::Public => Some(quote!(::core::future::ready(#krate::join::Authorization::Allow))),
+        Access::Authorize(path) => Some({
             let call = quote_spanned!(path.span()=> #path(__ctx, __room));
             quote! {
                 async move {
@@ -64,11 +69,21 @@ pub fn room(m: &RoomModel) -> TokenStream {
                     use #p::{FutureKind as _, ValueKind as _};
                     let __value = #call;
                     let __value = (&__value).__broadcast_future_kind().resolve(__value).await;
-                    #r::IntoAuthorization::into_authorization(__value)
+                    #krate::join::IntoAuthorization::into_authorization(__value)
                 }
             }
-        }
+        }),
     };
+    let authorize_fn = authorize_body.map(|body| {
+        quote! {
+            fn authorize(
+                __ctx: &#krate::join::JoinContext,
+                __room: &Self,
+            ) -> impl #p::Future<Output = #krate::join::Authorization> + ::core::marker::Send {
+                #body
+            }
+        }
+    });
 
     let hook = |name: TokenStream, path: &Option<syn::Path>| {
         path.as_ref().map(|path| {
@@ -106,45 +121,33 @@ pub fn room(m: &RoomModel) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #krate::JoinableRoom for #ident {
+            impl #krate::join::JoinableRoom for #ident {
                 const KEY: &'static str = #key;
                 const NAMESPACE: &'static str = #namespace;
-                const PUBLIC: bool = #public;
+                const ACCESS: #krate::join::Access = #krate::join::Access::#access;
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
 
                 fn from_join_data(
-                    __data: &#r::JsonValue,
-                ) -> #p::Result<Self, #krate::RoomDataError> {
+                    __data: &#p::Value,
+                ) -> #p::Result<Self, #krate::join::RoomDataError> {
                     #[allow(unused_variables)]
                     let __fields = #r::FieldValues::new(
                         #key,
-                        <Self as #krate::JoinableRoom>::FIELDS,
+                        <Self as #krate::join::JoinableRoom>::FIELDS,
                         #r::Shape::#shape,
                         __data,
                     )?;
                     #p::Result::Ok(#construct)
                 }
 
-                fn authorize(
-                    __ctx: &#krate::join::JoinContext,
-                    __room: &Self,
-                ) -> impl #p::Future<Output = #krate::Authorization> + ::core::marker::Send {
-                    #authorize_body
-                }
-
+                #authorize_fn
                 #on_join
                 #on_leave
             }
 
             #p::inventory::submit! {
-                #krate::registry::RoomDescriptor::new(#key, #type_name, #namespace)
-                    .fields(&[#(#names),*])
-                    .public(#public)
+                #krate::registry::RoomDescriptor::of::<#ident>(#type_name)
                     .source(::core::module_path!(), ::core::file!(), ::core::line!())
-            }
-
-            #p::inventory::submit! {
-                #krate::join::RoomEntry::of::<#ident>(#type_name)
             }
         };
     }
@@ -162,23 +165,17 @@ pub fn fallback(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
     let joinable = input.generics.params.is_empty().then(|| {
         quote! {
             #[automatically_derived]
-            impl #krate::JoinableRoom for #ident {
+            impl #krate::join::JoinableRoom for #ident {
                 const KEY: &'static str = "";
-                const PUBLIC: bool = false;
+                const ACCESS: #krate::join::Access = #krate::join::Access::ServerOnly;
                 const FIELDS: &'static [&'static str] = &[];
                 fn from_join_data(
-                    _: &#p::room::JsonValue,
-                ) -> #p::Result<Self, #krate::RoomDataError> {
-                    #p::Result::Err(#krate::RoomDataError::Name {
+                    _: &#p::Value,
+                ) -> #p::Result<Self, #krate::join::RoomDataError> {
+                    #p::Result::Err(#krate::join::RoomDataError::Name {
                         key: "",
                         reason: #p::format!("this room failed to derive"),
                     })
-                }
-                fn authorize(
-                    _: &#krate::join::JoinContext,
-                    _: &Self,
-                ) -> impl #p::Future<Output = #krate::Authorization> + ::core::marker::Send {
-                    ::core::future::ready(#krate::Authorization::Forbid)
                 }
             }
         }

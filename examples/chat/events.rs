@@ -1,8 +1,8 @@
 //! The chat's events and rooms: declared once, shared by the server and the
 //! worker (`examples/worker.rs`).
 
-use broadcast_core::join::JoinContext;
-use broadcast_core::{Authorization, BroadcastEvent, Room};
+use broadcast_core::join::{Authorization, JoinContext};
+use broadcast_core::{BroadcastEvent, Room};
 use schemars::JsonSchema;
 use serde::Serialize;
 

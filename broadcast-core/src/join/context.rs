@@ -3,13 +3,17 @@
 
 use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::{Sid, Socket};
 
+use crate::room::Room;
+
 /// The authenticated identity of a socket, stored in its extensions at
-/// connect time and read by authorizers with [`JoinContext::identity`].
+/// connect time by [`RoomsBuilder::authenticate`](super::RoomsBuilder::authenticate)
+/// and read by authorizers with [`JoinContext::identity`] and by your
+/// handlers with [`identity`].
 ///
 /// Any `Send + Sync + 'static` value can be an identity (a user, a session,
 /// a set of claims); it is shared, never cloned.
@@ -53,53 +57,9 @@ impl fmt::Debug for Identity {
     }
 }
 
-/// Marks `socket` as authenticated as `identity`.
-///
-/// Call it from a socketioxide connect **middleware**, which runs before the
-/// client is told it is connected, so no join can be handled before the
-/// identity is there. (A connect *handler* runs after, so a client joining
-/// right away could be treated as anonymous.) Sockets without an identity
-/// can only join public rooms.
-///
-/// An identity belongs to one namespace's socket: a client connected to `/`
-/// and `/admin` authenticates on each (the Socket.IO client sends its `auth`
-/// payload with every namespace connect).
-/// [`RoomsBuilder::authenticate`](crate::join::RoomsBuilder::authenticate)
-/// does this for every namespace the rooms are wired into.
-///
-/// ```no_run,standalone_crate
-/// use broadcast_core::join::{Rooms, set_identity};
-/// use socketioxide::extract::{SocketRef, TryData};
-/// use socketioxide::handler::ConnectHandler;
-///
-/// struct User { id: u64 }
-///
-/// #[derive(serde::Deserialize)]
-/// struct Auth { token: String }
-///
-/// async fn auth(socket: SocketRef, TryData(auth): TryData<Auth>) -> Result<(), &'static str> {
-///     match auth {
-///         Ok(Auth { token }) if token == "secret-of-7" => {
-///             set_identity(&socket, User { id: 7 });
-///             Ok(())
-///         }
-///         Ok(_) => Err("bad token"),
-///         Err(_) => Ok(()), // no token: anonymous, public rooms only
-///     }
-/// }
-///
-/// # fn run() -> Result<(), broadcast_core::join::RoomsError> {
-/// let (_layer, io) = socketioxide::SocketIo::new_layer();
-/// let rooms = Rooms::new()?;
-/// // `with` runs the middleware added last first: `auth`, then the rooms'.
-/// io.ns("/", rooms.handler(async |_: SocketRef| {}).with(auth));
-/// # Ok(()) }
-/// ```
-pub fn set_identity<A: Adapter, T: Send + Sync + 'static>(socket: &Socket<A>, identity: T) {
-    socket.extensions.insert(Identity::new(identity));
-}
-
-/// The identity stored on `socket` by [`set_identity`], if any.
+/// The identity [`RoomsBuilder::authenticate`](super::RoomsBuilder::authenticate)
+/// stored on `socket` when it connected, if any: how your own event
+/// handlers learn who is talking.
 ///
 /// ```no_run
 /// # use socketioxide::extract::SocketRef;
@@ -260,6 +220,18 @@ pub struct Handshake {
     auth: serde_json::Value,
     headers: Vec<(String, String)>,
     query: Option<String>,
+    joins: Joins,
+}
+
+/// The rooms an authenticator asked to put the socket in; shared with the
+/// middleware, which joins them once the authenticator has accepted.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Joins(Arc<Mutex<Vec<String>>>);
+
+impl Joins {
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl Handshake {
@@ -271,6 +243,7 @@ impl Handshake {
             auth,
             headers: Vec::new(),
             query: None,
+            joins: Joins::default(),
         }
     }
 
@@ -292,7 +265,50 @@ impl Handshake {
             auth,
             headers,
             query: parts.uri.query().map(str::to_owned),
+            joins: Joins::default(),
         }
+    }
+
+    pub(crate) fn joins(&self) -> Joins {
+        self.joins.clone()
+    }
+
+    /// Puts the connecting socket in `room` once the authenticator accepts
+    /// it, before the client is told it is connected: an event broadcast to
+    /// the room right after the connect reaches it. This is how a socket
+    /// enters a [server-only](super::Access::ServerOnly) room such as the
+    /// user's own. A room of another namespace is skipped (and logged).
+    ///
+    /// ```
+    /// use broadcast_core::join::Handshake;
+    /// use broadcast_core::Room;
+    ///
+    /// #[derive(Room)]
+    /// struct UserRoom { id: u64 }
+    ///
+    /// let h = Handshake::new("/", serde_json::json!({"user": 7}));
+    /// h.join(&UserRoom { id: 7 });
+    /// assert_eq!(h.rooms_to_join(), ["user|7"]);
+    /// ```
+    pub fn join(&self, room: &impl Room) {
+        if room.namespace() != self.namespace {
+            tracing::warn!(target: "broadcast::rooms", room = %room.name(), room_namespace = %room.namespace(), namespace = %self.namespace, "not joining a room of another namespace at connect");
+            return;
+        }
+        self.joins
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(room.name().into_owned());
+    }
+
+    /// The rooms [`join`](Self::join) asked for so far.
+    pub fn rooms_to_join(&self) -> Vec<String> {
+        self.joins
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The namespace being connected to.

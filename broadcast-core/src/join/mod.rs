@@ -4,12 +4,14 @@
 //! # Wiring
 //!
 //! Every room type declared with `#[derive(Room)]` (or registered with
-//! [`register_room!`](crate::register_room)) is found at startup; one call
-//! wires them all into a [`SocketIo`], with any adapter:
+//! [`register_room!`](crate::register_room)) is found at startup. Build
+//! [`Rooms`] once, give each namespace that has a connect handler of yours
+//! to [`Rooms::ns`], then let [`Rooms::attach`] create every other
+//! namespace that rooms and events use:
 //!
 //! ```no_run,standalone_crate
 //! use broadcast_core::Room;
-//! use broadcast_core::join::{Handshake, Rooms};
+//! use broadcast_core::join::{Handshake, JoinContext, Rooms};
 //! use socketioxide::extract::SocketRef;
 //!
 //! #[derive(Room)]
@@ -20,16 +22,22 @@
 //! #[room(authorize = can_join_chat)]
 //! struct ChatRoom(u64);
 //!
+//! #[derive(Room)] // server-only: clients cannot join it
+//! struct UserRoom(u64);
+//!
 //! struct User { id: u64 }
 //!
-//! async fn can_join_chat(ctx: &broadcast_core::join::JoinContext, room: &ChatRoom) -> bool {
+//! async fn can_join_chat(ctx: &JoinContext, room: &ChatRoom) -> bool {
 //!     ctx.identity::<User>().is_some_and(|u| u.id == room.0) // your membership check
 //! }
 //!
 //! async fn authenticate(h: Handshake) -> Result<Option<User>, String> {
 //!     match h.auth()["token"].as_str() {
 //!         None => Ok(None), // anonymous: public rooms only
-//!         Some("secret-of-7") => Ok(Some(User { id: 7 })),
+//!         Some("secret-of-7") => {
+//!             h.join(&UserRoom(7)); // before the client is told it is connected
+//!             Ok(Some(User { id: 7 }))
+//!         }
 //!         Some(_) => Err("invalid token".into()), // connect refused
 //!     }
 //! }
@@ -37,10 +45,8 @@
 //! # fn run() -> Result<(), broadcast_core::join::RoomsError> {
 //! let (layer, io) = socketioxide::SocketIo::new_layer();
 //! let rooms = Rooms::builder().authenticate(authenticate).build()?;
-//! // Namespaces with your own connect handler: wrap it.
-//! io.ns("/", rooms.handler(async |socket: SocketRef| { /* your code */ }));
-//! // Every other namespace used by rooms and events is created.
-//! rooms.attach(&io);
+//! rooms.ns(&io, "/", async |socket: SocketRef| { /* your connect handler */ });
+//! rooms.attach(&io); // with the Redis adapter: `rooms.attach(&io).await?`
 //! # Ok(()) }
 //! ```
 //!
@@ -58,18 +64,20 @@
 //! | joined (or already in the room) | `joined` `{"room": "chat\|1"}` | `{"ok": true, "room": "chat\|1"}` |
 //! | left | `left` `{"room": "chat\|1"}` | `{"ok": true, "room": "chat\|1"}` |
 //! | left a room it was not in | none | `{"ok": true, "room": "chat\|1"}` |
-//! | refused by the authorizer or anonymous socket on a private room | `error` `{"type": "forbidden", "room": "chat\|1"}` | `{"ok": false, "error": {...same...}}` |
-//! | anything else (bad data, unknown key, too large, room limit, authorizer said invalid) | `error` `{"type": "validation_error", "msg": "...", "key": "chat"}` | `{"ok": false, "error": {...same...}}` |
+//! | refused by the authorizer, anonymous socket on an authorized room, or a server-only room | `error` `{"type": "forbidden", "room": "chat\|1"}` | `{"ok": false, "error": {...same...}}` |
+//! | anything else (bad data, unknown key, too large, room limit, authorizer said invalid) | `error` `{"type": "validation_error", "msg": "...", "key": "chat"}` (plus `"room"` once the data named one) | `{"ok": false, "error": {...same...}}` |
 //!
-//! The event is sent before the ack, so a client that awaited the ack has
-//! the event already. Once `joined` is sent, the socket is in the room.
+//! The event names are [`broadcast_rules::protocol`]'s. The event is sent
+//! before the ack, so a client that awaited the ack has the event already.
+//! Once `joined` is sent, the socket is in the room.
 //!
 //! Rules:
 //! - Joins land in the room's own namespace: a room of `/admin` is joined
 //!   by a socket connected to `/admin`; `join_<key>` elsewhere gets a
 //!   `validation_error` saying where the room is.
-//! - Deny by default: an anonymous socket (no [`Identity`]) can only join
-//!   public rooms; every other join goes through the room's authorizer.
+//! - Deny by default ([`Access`]): an anonymous socket (no [`Identity`]) can
+//!   only join public rooms; every other join goes through the room's
+//!   authorizer; a server-only room is never joined by a client.
 //! - Joining a room the socket is already in answers `ok` without running
 //!   the authorizer or `on_join` again.
 //! - Leaving is always allowed.
@@ -89,40 +97,39 @@
 //! socketioxide acknowledges a namespace connect before it runs the
 //! (spawned) connect handler, so handlers registered there can miss an event
 //! the client emits right after connecting. The protocol's handlers are
-//! registered by a connect *middleware* ([`Rooms::middleware`]), which
-//! socketioxide awaits before acknowledging, so no join is missed.
+//! registered by a connect *middleware*, which socketioxide awaits before
+//! acknowledging, so no join is missed.
 
 mod context;
-#[doc(hidden)]
-pub mod derive_support;
-mod entry;
+pub(crate) mod descriptor;
+pub(crate) mod fields;
+mod joinable;
 mod protocol;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
+use std::future::{Future, IntoFuture};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use broadcast_rules::{NameError, validate_namespace};
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, Emitter};
 use socketioxide::handler::ConnectHandler;
 use socketioxide_core::adapter::{CoreAdapter, DefinedAdapter, Spawnable};
 
-pub use context::{EmitError, Handshake, Identity, JoinContext, identity, set_identity};
-use entry::ParsedRoom;
-pub use entry::RoomEntry;
-pub use protocol::{ERROR_EVENT, JOINED_EVENT, JoinError, LEFT_EVENT, RoomsMiddleware};
+pub use context::{EmitError, Handshake, Identity, JoinContext, identity};
+use descriptor::RoomDescriptor;
+pub use joinable::{Access, Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
+pub use protocol::JoinError;
+use protocol::RoomsMiddleware;
 
-use crate::target::validate_namespace;
-use crate::transport::BoxFuture;
+use crate::util::BoxFuture;
 
 /// Default for [`RoomsBuilder::max_rooms_per_socket`].
 pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 128;
 /// Default for [`RoomsBuilder::max_join_bytes`]: 4 KiB.
 pub const DEFAULT_MAX_JOIN_BYTES: usize = 4 * 1024;
-/// Longest room key accepted, in bytes.
-pub const MAX_KEY_LEN: usize = 64;
 
 type Authenticator =
     Arc<dyn Fn(Handshake) -> BoxFuture<'static, Result<Option<Identity>, String>> + Send + Sync>;
@@ -130,7 +137,7 @@ type Authenticator =
 /// Every registered joinable room, ready to be wired into a [`SocketIo`].
 /// Cheap to clone.
 ///
-/// See the [module docs](self) for the protocol.
+/// See the [module docs](self) for the wiring and the protocol.
 ///
 /// ```standalone_crate
 /// use broadcast_core::Room;
@@ -141,7 +148,7 @@ type Authenticator =
 /// struct LobbyRoom;
 ///
 /// let (_layer, io) = socketioxide::SocketIo::new_layer();
-/// let rooms = Rooms::new().unwrap();
+/// let rooms = Rooms::builder().build().unwrap();
 /// let attached = rooms.attach(&io);
 /// assert!(attached.created.contains(&"/"));
 /// assert!(io.of("/").is_some());
@@ -167,17 +174,20 @@ pub(crate) struct RoomsInner {
     pub(crate) max_rooms_per_socket: usize,
     pub(crate) max_join_bytes: usize,
     pub(crate) authenticator: Option<Authenticator>,
+    /// Namespaces created by [`Rooms::ns`], so [`Rooms::attach`] can tell a
+    /// namespace wired for joins from one created behind its back.
+    wired: Mutex<BTreeSet<String>>,
 }
 
 struct Registered {
-    entry: &'static RoomEntry,
+    descriptor: &'static RoomDescriptor,
     join_event: String,
     leave_event: String,
 }
 
 impl fmt::Debug for Registered {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.entry.key())
+        f.write_str(self.descriptor.key)
     }
 }
 
@@ -186,53 +196,39 @@ impl RoomsInner {
         self.namespaces.get(namespace).map_or(&[], Vec::as_slice)
     }
 
-    fn find_key(&self, key: &str) -> Option<&'static RoomEntry> {
+    fn find_key(&self, key: &str) -> Option<&'static RoomDescriptor> {
         self.namespaces
             .values()
             .flatten()
-            .map(|r| r.entry)
-            .find(|e| e.key() == key)
+            .map(|r| r.descriptor)
+            .find(|d| d.key == key)
     }
 }
 
 impl Rooms {
-    /// Every registered room with the default limits and no authenticator.
-    pub fn new() -> Result<Self, RoomsError> {
-        Self::builder().build()
-    }
-
-    /// Configures limits and connect-time authentication.
+    /// Configures limits and connect-time authentication; `.build()` reads
+    /// and checks every registered room.
     pub fn builder() -> RoomsBuilder {
         RoomsBuilder::default()
     }
 
-    /// The connect middleware that authenticates (if configured) and
-    /// installs the protocol on each socket before its connect is
-    /// acknowledged. Add it to every namespace you create yourself:
-    /// `io.ns(path, handler.with(rooms.middleware()))`, or use
-    /// [`handler`](Self::handler) / [`ns`](Self::ns), which do that.
-    pub fn middleware(&self) -> RoomsMiddleware {
-        RoomsMiddleware {
-            inner: self.inner.clone(),
-        }
-    }
-
-    /// Your connect handler with the rooms' middleware in front of it.
+    /// Creates the namespace `path` with your connect handler and the join
+    /// protocol in front of it (authentication, then the join handlers,
+    /// both before the client is told it is connected). Returns what
+    /// `io.ns` returns: nothing to wait for in memory, a future to await with
+    /// the Redis adapter.
     ///
-    /// Middlewares you add with `.with(..)` on the result run before the
-    /// rooms' one, so they can [`set_identity`] for the authorizers.
-    pub fn handler<A, H, T>(&self, handler: H) -> impl ConnectHandler<A, T>
-    where
-        A: Adapter,
-        H: ConnectHandler<A, T>,
-        T: Send + Sync + 'static,
-    {
-        handler.with(self.middleware())
-    }
-
-    /// `io.ns(path, self.handler(handler))`: creates a namespace with your
-    /// connect handler and the protocol. Await the result with the Redis
-    /// adapter, as for `io.ns`.
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use broadcast_core::join::Rooms;
+    /// use socketioxide::extract::SocketRef;
+    /// let (_layer, io) = socketioxide::SocketIo::new_layer();
+    /// let rooms = Rooms::builder().build()?;
+    /// rooms.ns(&io, "/", async |socket: SocketRef| {
+    ///     tracing::info!(sid = %socket.id, "connected");
+    /// });
+    /// # Ok(()) }
+    /// ```
     pub fn ns<A, H, T>(
         &self,
         io: &SocketIo<A>,
@@ -244,27 +240,44 @@ impl Rooms {
         H: ConnectHandler<A, T>,
         T: Send + Sync + 'static,
     {
-        io.ns(path, self.handler(handler))
+        let path = path.into();
+        self.inner
+            .wired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(path.to_string());
+        io.ns(path, handler.with(self.middleware()))
+    }
+
+    fn middleware(&self) -> RoomsMiddleware {
+        RoomsMiddleware {
+            inner: self.inner.clone(),
+        }
     }
 
     /// Creates every namespace that registered rooms or events use and that
-    /// `io` does not have yet, each with the protocol and an empty connect
-    /// handler.
+    /// `io` does not have yet, each with the join protocol and no connect
+    /// handler of yours. Call it after your own [`ns`](Self::ns) calls (with
+    /// the Redis adapter, after awaiting them: a namespace exists once it is
+    /// initialized).
     ///
-    /// Namespaces `io` already has are left alone: their connect handler
-    /// must carry [`middleware`](Self::middleware) (see
-    /// [`handler`](Self::handler)) for joins to work there. So create your
-    /// own namespaces first (and, with the Redis adapter, await their
-    /// initialization, since a namespace only exists once it is
-    /// initialized), then call `attach`.
+    /// With the in-memory adapter there is nothing to wait for; with the
+    /// Redis adapter, `.await` the result, which initializes the created
+    /// namespaces.
     pub fn attach<A>(&self, io: &SocketIo<A>) -> Attached<A>
     where
         A: Adapter + DefinedAdapter,
     {
         let mut wanted: Vec<&'static str> = self.inner.namespaces.keys().copied().collect();
-        wanted.extend(crate::registry::events().map(|e| e.namespace));
+        wanted.extend(crate::event::registered().iter().map(|e| e.namespace));
         wanted.sort_unstable();
         wanted.dedup();
+        let wired = self
+            .inner
+            .wired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut attached = Attached {
             created: Vec::new(),
             existing: Vec::new(),
@@ -276,11 +289,17 @@ impl Rooms {
                 continue;
             }
             if io.of(ns).is_some() {
-                tracing::info!(target: "broadcast::rooms", namespace = ns, "namespace exists; its connect handler must carry Rooms::middleware() for joins to work");
+                if wired.contains(ns) {
+                    tracing::debug!(target: "broadcast::rooms", namespace = ns, "namespace has its connect handler and the join protocol");
+                } else if !self.inner.rooms_in(ns).is_empty() {
+                    tracing::warn!(target: "broadcast::rooms", namespace = ns, "namespace was created without Rooms::ns: clients cannot join its rooms");
+                }
                 attached.existing.push(ns);
             } else {
                 tracing::info!(target: "broadcast::rooms", namespace = ns, "creating namespace with the join protocol");
-                attached.init.push(io.ns(ns, self.handler(async || {})));
+                attached
+                    .init
+                    .push(io.ns(ns, (async || {}).with(self.middleware())));
                 attached.created.push(ns);
             }
         }
@@ -293,8 +312,8 @@ impl Rooms {
     }
 
     /// The registered rooms of `namespace`.
-    pub fn rooms_in(&self, namespace: &str) -> impl Iterator<Item = &'static RoomEntry> {
-        self.inner.rooms_in(namespace).iter().map(|r| r.entry)
+    pub fn rooms_in(&self, namespace: &str) -> impl Iterator<Item = &'static RoomDescriptor> {
+        self.inner.rooms_in(namespace).iter().map(|r| r.descriptor)
     }
 
     /// The room limit per socket.
@@ -308,14 +327,15 @@ impl Rooms {
     }
 }
 
-/// What [`Rooms::attach`] did.
+/// What [`Rooms::attach`] did. With the Redis adapter, `.await` it to
+/// initialize the namespaces it created before serving; dropped unawaited,
+/// it initializes them in the background (failures are logged by the
+/// adapter).
 ///
 /// ```no_run
 /// # async fn run(rooms: broadcast_core::join::Rooms, io: socketioxide::SocketIo) {
 /// let attached = rooms.attach(&io);
 /// println!("created {:?}, found {:?}", attached.created, attached.existing);
-/// // In-memory adapter: nothing to wait for. With Redis, await `init`.
-/// attached.spawn_init();
 /// # }
 /// ```
 pub struct Attached<A: Adapter> {
@@ -323,19 +343,38 @@ pub struct Attached<A: Adapter> {
     pub created: Vec<&'static str>,
     /// Namespaces that already existed (left alone).
     pub existing: Vec<&'static str>,
-    /// The adapter's initialization of each created namespace, in the order
-    /// of `created`: `()` for the in-memory adapter, a future to await (or
-    /// [`spawn`](Self::spawn_init)) for the Redis adapter.
-    pub init: Vec<<A as CoreAdapter<Emitter>>::InitRes>,
+    init: Vec<<A as CoreAdapter<Emitter>>::InitRes>,
 }
 
-impl<A: Adapter> Attached<A> {
-    /// Spawns the adapter initializations; failures are logged by the
-    /// adapter.
-    pub fn spawn_init(self) {
-        for init in self.init {
+impl<A: Adapter> Drop for Attached<A> {
+    fn drop(&mut self) {
+        for init in self.init.drain(..) {
             init.spawn();
         }
+    }
+}
+
+impl<A, E> IntoFuture for Attached<A>
+where
+    A: Adapter,
+    <A as CoreAdapter<Emitter>>::InitRes: Future<Output = Result<(), E>> + Send + 'static,
+    E: fmt::Display,
+{
+    type Output = Result<(), RoomsError>;
+    type IntoFuture = BoxFuture<'static, Result<(), RoomsError>>;
+
+    fn into_future(mut self) -> Self::IntoFuture {
+        let created = self.created.clone();
+        let inits = std::mem::take(&mut self.init);
+        Box::pin(async move {
+            for (namespace, init) in created.into_iter().zip(inits) {
+                init.await.map_err(|e| RoomsError::Init {
+                    namespace,
+                    reason: e.to_string(),
+                })?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -407,12 +446,16 @@ impl RoomsBuilder {
     }
 
     /// Authenticates every socket at connect time, in every namespace the
-    /// rooms are wired into, before the connect is acknowledged.
+    /// rooms are wired into, before the connect is acknowledged: the one
+    /// place where a socket gets its identity.
     ///
-    /// `Ok(Some(identity))` stores the identity on the socket (see
-    /// [`set_identity`]), `Ok(None)` lets it in anonymously (public rooms
+    /// `Ok(Some(identity))` stores the identity on the socket (read it with
+    /// [`JoinContext::identity`] in authorizers and with [`identity`] in
+    /// your handlers), `Ok(None)` lets it in anonymously (public rooms
     /// only), and `Err(message)` refuses the connection: the client gets a
-    /// `connect_error` with that message.
+    /// `connect_error` with that message. [`Handshake::join`] puts the
+    /// socket in rooms of your choice (its own user room, say) before the
+    /// connect is acknowledged.
     pub fn authenticate<F, Fut, T, E>(mut self, authenticate: F) -> Self
     where
         F: Fn(Handshake) -> Fut + Send + Sync + 'static,
@@ -432,48 +475,36 @@ impl RoomsBuilder {
         self
     }
 
-    /// Collects every registered room and checks them: keys are valid and
-    /// unique per namespace, namespaces are valid.
+    /// Collects every registered room and checks them (the same check as
+    /// [`registry::validate`](crate::registry::validate)): keys are valid
+    /// and unique per namespace, namespaces are valid. Fails with the first
+    /// problem.
     pub fn build(self) -> Result<Rooms, RoomsError> {
-        let mut namespaces: BTreeMap<&'static str, Vec<Registered>> = BTreeMap::new();
-        let mut entries: Vec<&'static RoomEntry> =
-            inventory::iter::<RoomEntry>.into_iter().collect();
-        entries.sort_by_key(|e| (e.namespace(), e.key(), e.type_name()));
-        for entry in entries {
-            if let Err(reason) = validate_key(entry.key()) {
-                return Err(RoomsError::InvalidKey {
-                    key: entry.key(),
-                    type_name: entry.type_name(),
-                    reason,
-                });
-            }
-            if let Err(source) = validate_namespace(entry.namespace()) {
-                return Err(RoomsError::InvalidNamespace {
-                    key: entry.key(),
-                    namespace: entry.namespace(),
-                    reason: source.to_string(),
-                });
-            }
-            let rooms = namespaces.entry(entry.namespace()).or_default();
-            if let Some(other) = rooms.iter().find(|r| r.entry.key() == entry.key()) {
-                return Err(RoomsError::DuplicateKey {
-                    key: entry.key(),
-                    namespace: entry.namespace(),
-                    types: [other.entry.type_name(), entry.type_name()],
-                });
-            }
-            rooms.push(Registered {
-                entry,
-                join_event: format!("join_{}", entry.key()),
-                leave_event: format!("leave_{}", entry.key()),
-            });
+        let (by_namespace, problems) = descriptor::checked();
+        if let Some(first) = problems.into_iter().next() {
+            return Err(first);
         }
+        let namespaces = by_namespace
+            .into_iter()
+            .map(|(ns, rooms)| {
+                let rooms = rooms
+                    .into_iter()
+                    .map(|descriptor| Registered {
+                        descriptor,
+                        join_event: broadcast_rules::protocol::join_event(descriptor.key),
+                        leave_event: broadcast_rules::protocol::leave_event(descriptor.key),
+                    })
+                    .collect();
+                (ns, rooms)
+            })
+            .collect();
         Ok(Rooms {
             inner: Arc::new(RoomsInner {
                 namespaces,
                 max_rooms_per_socket: self.max_rooms_per_socket,
                 max_join_bytes: self.max_join_bytes,
                 authenticator: self.authenticator,
+                wired: Mutex::default(),
             }),
         })
     }
@@ -483,10 +514,14 @@ impl RoomsBuilder {
 ///
 /// ```
 /// use broadcast_core::join::RoomsError;
-/// let e = RoomsError::DuplicateKey { key: "chat", namespace: "/", types: ["a::ChatRoom", "b::ChatRoom"] };
+/// let e = RoomsError::DuplicateKey {
+///     key: "chat",
+///     namespace: "/",
+///     rooms: vec!["a::ChatRoom (a.rs:1)".into(), "b::ChatRoom (b.rs:1)".into()],
+/// };
 /// assert_eq!(
 ///     e.to_string(),
-///     "room key `chat` in namespace `/` is used by both a::ChatRoom and b::ChatRoom"
+///     "room key `chat` in namespace `/` is used by a::ChatRoom (a.rs:1), b::ChatRoom (b.rs:1)"
 /// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -494,60 +529,43 @@ impl RoomsBuilder {
 pub enum RoomsError {
     /// Two room types share a key in one namespace, so `join_<key>` would be
     /// ambiguous.
-    #[error("room key `{key}` in namespace `{namespace}` is used by both {} and {}", types[0], types[1])]
+    #[error("room key `{key}` in namespace `{namespace}` is used by {}", rooms.join(", "))]
     DuplicateKey {
         /// Room key.
         key: &'static str,
         /// Namespace.
         namespace: &'static str,
-        /// The two types.
-        types: [&'static str; 2],
+        /// The room types sharing it, with their source location.
+        rooms: Vec<String>,
     },
     /// A room key is not acceptable.
-    #[error("room key `{key}` of {type_name} is invalid: {reason}")]
+    #[error("room key `{key}` of {room} is invalid: {source}")]
     InvalidKey {
         /// Room key.
         key: &'static str,
-        /// The room type.
-        type_name: &'static str,
+        /// The room type and where it is declared.
+        room: String,
         /// What is wrong with it.
-        reason: String,
+        source: NameError,
     },
     /// A room's namespace is not acceptable.
-    #[error("room `{key}` has an invalid namespace `{namespace}`: {reason}")]
+    #[error("room `{key}` of {room} has an invalid namespace `{namespace}`: {source}")]
     InvalidNamespace {
         /// Room key.
         key: &'static str,
         /// The namespace.
         namespace: &'static str,
+        /// The room type and where it is declared.
+        room: String,
         /// What is wrong with it.
+        source: NameError,
+    },
+    /// The adapter could not initialize a namespace [`Rooms::attach`] created.
+    #[error("initializing namespace `{namespace}` failed: {reason}")]
+    Init {
+        /// The namespace.
+        namespace: &'static str,
+        /// The adapter's message.
         reason: String,
     },
-}
-
-/// Checks a room key: 1 to [`MAX_KEY_LEN`] bytes of ASCII letters, digits,
-/// `_`, `-`, `.` and `:` (`|` separates the key from the identifier).
-///
-/// ```
-/// use broadcast_core::join::validate_key;
-/// assert!(validate_key("chat").is_ok());
-/// assert!(validate_key("chat|1").is_err());
-/// assert!(validate_key("").is_err());
-/// ```
-pub fn validate_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("a room key cannot be empty".to_owned());
-    }
-    if key.len() > MAX_KEY_LEN {
-        return Err(format!("a room key is at most {MAX_KEY_LEN} bytes"));
-    }
-    match key
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
-    {
-        Some(c) => Err(format!(
-            "a room key may only contain ASCII letters, digits, `_`, `-`, `.` and `:`, not {c:?}"
-        )),
-        None => Ok(()),
-    }
 }

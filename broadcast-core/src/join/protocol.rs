@@ -16,27 +16,17 @@ use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
 use socketioxide_core::Str;
 
-use super::{Handshake, JoinContext, ParsedRoom, RoomEntry, RoomsInner};
-use crate::room::{Authorization, RoomDataError};
+use broadcast_rules::protocol::{ERROR_EVENT, JOIN_PREFIX, JOINED_EVENT, LEAVE_PREFIX, LEFT_EVENT};
 
-/// The event a client gets after joining: `{"room": "<name>"}`.
-///
-/// ```
-/// use broadcast_core::join::{ERROR_EVENT, JOINED_EVENT, LEFT_EVENT};
-/// assert_eq!([JOINED_EVENT, LEFT_EVENT, ERROR_EVENT], ["joined", "left", "error"]);
-/// ```
-pub const JOINED_EVENT: &str = "joined";
-/// The event a client gets after leaving a room it was in: `{"room": "<name>"}`.
-pub const LEFT_EVENT: &str = "left";
-/// The event a client gets when a join or leave fails: the
-/// [`JoinError::payload`].
-pub const ERROR_EVENT: &str = "error";
-
-/// Longest client-provided text (an unknown key) echoed back.
-const MAX_ECHO: usize = 64;
+use super::RoomsInner;
+use super::context::{Handshake, JoinContext};
+use super::descriptor::{ParsedRoom, RoomDescriptor};
+use super::joinable::{Access, Authorization, RoomDataError};
+use crate::util::echo;
 
 /// Why a join or leave was refused. Every variant names the room key or the
-/// room; [`payload`](Self::payload) is what the client receives.
+/// room; [`payload`](Self::payload) is what the client receives with the
+/// `error` event ([`ERROR_EVENT`]) and in a failed ack.
 ///
 /// ```
 /// use broadcast_core::join::JoinError;
@@ -219,27 +209,14 @@ impl<A: Adapter> JoinCall<A> {
 }
 
 /// The connect middleware that makes the join protocol work on a socket.
-/// Get one from [`Rooms::middleware`](super::Rooms::middleware).
 ///
 /// socketioxide runs connect middlewares before it acknowledges the
 /// namespace connect, and a client only emits after that acknowledgement, so
 /// handlers registered here see every join, even one emitted the instant the
 /// client is connected. (Handlers registered in the connect *handler* can
 /// miss it: that handler is spawned after the acknowledgement.)
-///
-/// ```no_run
-/// use broadcast_core::join::Rooms;
-/// use socketioxide::extract::SocketRef;
-/// use socketioxide::handler::ConnectHandler;
-///
-/// # fn run() -> Result<(), broadcast_core::join::RoomsError> {
-/// let (_layer, io) = socketioxide::SocketIo::new_layer();
-/// let rooms = Rooms::new()?;
-/// io.ns("/", (async |_: SocketRef| {}).with(rooms.middleware()));
-/// # Ok(()) }
-/// ```
 #[derive(Clone)]
-pub struct RoomsMiddleware {
+pub(crate) struct RoomsMiddleware {
     pub(crate) inner: Arc<RoomsInner>,
 }
 
@@ -262,11 +239,16 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
                 TryData::<serde_json::Value>::from_connect_parts(&socket, auth);
             let handshake =
                 Handshake::for_socket(&socket, payload.unwrap_or(serde_json::Value::Null));
+            let joins = handshake.joins();
             match authenticate(handshake).await {
-                Ok(Some(identity)) => {
-                    socket.extensions.insert(identity);
+                Ok(identity) => {
+                    if let Some(identity) = identity {
+                        socket.extensions.insert(identity);
+                    }
+                    for room in joins.take() {
+                        socket.join(room);
+                    }
                 }
-                Ok(None) => {}
                 Err(msg) => {
                     tracing::debug!(target: "broadcast::rooms", ns = socket.ns(), sid = %socket.id, %msg, "connect refused by the authenticator");
                     return Err(Box::new(msg) as Box<dyn fmt::Display + Send>);
@@ -285,7 +267,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
     socket.join(socket.id.to_string());
     let state = Arc::new(SocketState::default());
     for room in inner.rooms_in(socket.ns()) {
-        let entry = room.entry;
+        let entry = room.descriptor;
         let (rooms, st) = (inner.clone(), state.clone());
         socket.on(room.join_event.clone(), move |call: JoinCall<A>| {
             on_join(rooms, st, entry, call)
@@ -302,7 +284,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
 async fn on_join<A: Adapter>(
     rooms: Arc<RoomsInner>,
     state: Arc<SocketState>,
-    entry: &'static RoomEntry,
+    entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) {
     if !wait_connected(&call.socket).await {
@@ -322,7 +304,7 @@ async fn on_join<A: Adapter>(
 async fn on_leave<A: Adapter>(
     rooms: Arc<RoomsInner>,
     state: Arc<SocketState>,
-    entry: &'static RoomEntry,
+    entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) {
     if !wait_connected(&call.socket).await {
@@ -341,8 +323,8 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
         return;
     };
     let Some(key) = event
-        .strip_prefix("join_")
-        .or_else(|| event.strip_prefix("leave_"))
+        .strip_prefix(JOIN_PREFIX)
+        .or_else(|| event.strip_prefix(LEAVE_PREFIX))
     else {
         return;
     };
@@ -350,11 +332,11 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
         return;
     }
     let error = match rooms.find_key(key) {
-        Some(entry) => JoinError::WrongNamespace {
-            key: entry.key().to_owned(),
-            namespace: entry.namespace(),
+        Some(room) => JoinError::WrongNamespace {
+            key: room.key.to_owned(),
+            namespace: room.namespace,
         },
-        None => JoinError::UnknownKey { key: truncate(key) },
+        None => JoinError::UnknownKey { key: echo(key) },
     };
     reply(&call.socket, call.ack_id, JOINED_EVENT, Err(error)).await;
 }
@@ -362,7 +344,7 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
 async fn join<A: Adapter>(
     rooms: &RoomsInner,
     state: &SocketState,
-    entry: &'static RoomEntry,
+    entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) -> Result<String, JoinError> {
     let socket = call.socket.clone();
@@ -382,7 +364,12 @@ async fn join<A: Adapter>(
         Membership::NotMember { .. } => {}
     }
     let ctx = JoinContext::for_socket(&socket);
-    if !entry.public() && !ctx.is_authenticated() {
+    let allowed_to_ask = match entry.access {
+        Access::Public => true,
+        Access::Authorized => ctx.is_authenticated(),
+        Access::ServerOnly => false,
+    };
+    if !allowed_to_ask {
         return Err(JoinError::Forbidden {
             room: name.to_owned(),
         });
@@ -434,7 +421,7 @@ async fn join<A: Adapter>(
 async fn leave<A: Adapter>(
     rooms: &RoomsInner,
     state: &SocketState,
-    entry: &'static RoomEntry,
+    entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) -> Result<(String, bool), JoinError> {
     let socket = call.socket.clone();
@@ -460,19 +447,19 @@ async fn leave<A: Adapter>(
 
 fn parse<A: Adapter>(
     rooms: &RoomsInner,
-    entry: &'static RoomEntry,
+    entry: &'static RoomDescriptor,
     mut call: JoinCall<A>,
 ) -> Result<ParsedRoom, JoinError> {
     let size = call.size();
     if size > rooms.max_join_bytes {
         return Err(JoinError::TooLarge {
-            key: entry.key(),
+            key: entry.key,
             size,
             limit: rooms.max_join_bytes,
         });
     }
     let data = call.data().map_err(|msg| JoinError::Undecodable {
-        key: entry.key(),
+        key: entry.key,
         msg,
     })?;
     Ok(entry.parse(&data)?)
@@ -574,12 +561,5 @@ async fn send_patiently(mut send: impl FnMut() -> Result<(), SendError>) -> Resu
             }
             other => return other,
         }
-    }
-}
-
-fn truncate(s: &str) -> String {
-    match s.char_indices().nth(MAX_ECHO) {
-        Some((i, _)) => format!("{}...", &s[..i]),
-        None => s.to_owned(),
     }
 }

@@ -1,6 +1,7 @@
 //! Where Redis is and how the connection behaves.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
@@ -8,6 +9,9 @@ use fred::prelude::{
 };
 use fred::types::RespVersion;
 
+use socketioxide::SocketIoBuilder;
+
+use super::RedisAdapter;
 use super::error::RedisError;
 
 /// The environment variable [`RedisConfig::from_env`] reads.
@@ -87,6 +91,26 @@ pub struct RedisConfig {
     pubsub_buffer: usize,
     adapter_buffer: usize,
     socket_buffer: usize,
+    max_payload_bytes: usize,
+    socketio: SocketIoSettings,
+}
+
+type ConfigureFn =
+    dyn Fn(SocketIoBuilder<RedisAdapter>) -> SocketIoBuilder<RedisAdapter> + Send + Sync;
+
+/// Socket.IO settings of the application's own, applied by
+/// [`server`](super::server) before it builds the server.
+#[derive(Clone, Default)]
+struct SocketIoSettings(Option<Arc<ConfigureFn>>);
+
+impl std::fmt::Debug for SocketIoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "custom"
+        } else {
+            "default"
+        })
+    }
 }
 
 impl RedisConfig {
@@ -196,6 +220,8 @@ impl RedisConfig {
             pubsub_buffer: DEFAULT_PUBSUB_BUFFER,
             adapter_buffer: DEFAULT_ADAPTER_BUFFER,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            max_payload_bytes: crate::broadcaster::DEFAULT_MAX_PAYLOAD_BYTES,
+            socketio: SocketIoSettings::default(),
         }
     }
 
@@ -303,6 +329,55 @@ impl RedisConfig {
     pub fn socket_buffer(mut self, packets: usize) -> Self {
         self.socket_buffer = packets;
         self
+    }
+
+    /// Largest serialized payload the server's or worker's broadcaster
+    /// accepts, in bytes (default 1 MiB).
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.max_payload_bytes(64 * 1024);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Socket.IO settings of your own (ping interval, request path, ...),
+    /// applied by [`server`](super::server) to socketioxide's builder after
+    /// the framework's (the adapter and the socket buffer).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?
+    ///     .socketio(|b| b.ping_interval(Duration::from_secs(10)).req_path("/ws"));
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn socketio(
+        mut self,
+        configure: impl Fn(SocketIoBuilder<RedisAdapter>) -> SocketIoBuilder<RedisAdapter>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.socketio = SocketIoSettings(Some(Arc::new(configure)));
+        self
+    }
+
+    pub(crate) fn configure_socketio(
+        &self,
+        builder: SocketIoBuilder<RedisAdapter>,
+    ) -> SocketIoBuilder<RedisAdapter> {
+        match &self.socketio.0 {
+            Some(configure) => configure(builder),
+            None => builder,
+        }
+    }
+
+    pub(crate) fn max_payload_bytes_value(&self) -> usize {
+        self.max_payload_bytes
     }
 
     /// The channel prefix (see the [`prefix`](Self::prefix) example).

@@ -36,13 +36,8 @@ const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// waits instead of dropping when a namespace's queue is full, and restores
 /// its shard subscriptions every time fred reconnects.
 ///
-/// ```no_run
-/// use broadcast_core::redis::{MeteredFredDriver, RedisConfig, RedisStats};
-/// # async fn run() -> Result<(), broadcast_core::redis::RedisError> {
-/// let config = RedisConfig::from_url("redis://127.0.0.1:6379")?;
-/// let (driver, _connection) = MeteredFredDriver::connect(&config).await?;
-/// # Ok(()) }
-/// ```
+/// Only [`server`](super::server) builds one; the type is public so that
+/// [`RedisAdapter`](super::RedisAdapter) can be named in handlers.
 #[derive(Clone)]
 pub struct MeteredFredDriver {
     client: SubscriberClient,
@@ -64,7 +59,7 @@ impl std::fmt::Debug for MeteredFredDriver {
 impl MeteredFredDriver {
     /// Connects a subscriber client and starts the reader and the
     /// re-subscriber. They run until [`RedisConnection::shutdown`](super::RedisConnection::shutdown).
-    pub async fn connect(
+    pub(crate) async fn connect(
         config: &RedisConfig,
     ) -> Result<(Self, super::RedisConnection), RedisError> {
         config.validate()?;

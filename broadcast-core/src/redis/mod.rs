@@ -56,12 +56,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::{ClientLike, EventInterface};
+use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
-use socketioxide::{SocketIo, SocketIoBuilder};
 use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr};
 use tokio::sync::{broadcast, watch};
 
-use crate::Broadcaster;
+use crate::broadcaster::Broadcaster;
 
 mod config;
 mod driver;
@@ -78,7 +78,7 @@ pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;
 pub use fred::prelude::ReconnectPolicy;
-pub use publish::{RedisServerTransport, RedisTransport};
+use publish::{RedisServerTransport, RedisTransport};
 /// The socketioxide-redis version the adapter comes from.
 pub use socketioxide_redis;
 pub use stats::{RedisStats, RedisStatsSnapshot};
@@ -123,7 +123,9 @@ pub struct RedisWorker {
 }
 
 /// Sets up a Socket.IO server whose broadcasts reach the sockets of every
-/// server sharing the Redis: see the [module docs](self).
+/// server sharing the Redis: see the [module docs](self). Socket.IO
+/// settings of your own (ping interval, request path, ...) go in
+/// [`RedisConfig::socketio`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -133,26 +135,6 @@ pub struct RedisWorker {
 /// # Ok(()) }
 /// ```
 pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
-    server_with(config, |builder| builder).await
-}
-
-/// [`server`], with a chance to configure socketioxide (ping interval,
-/// request path, ...) before the server is built.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use std::time::Duration;
-/// use broadcast_core::redis::{RedisConfig, server_with};
-/// let parts = server_with(RedisConfig::from_env()?, |b| {
-///     b.ping_interval(Duration::from_secs(10)).req_path("/ws")
-/// })
-/// .await?;
-/// # Ok(()) }
-/// ```
-pub async fn server_with(
-    config: RedisConfig,
-    configure: impl FnOnce(SocketIoBuilder<RedisAdapter>) -> SocketIoBuilder<RedisAdapter>,
-) -> Result<RedisSocketIo, RedisError> {
     let (driver, connection) = MeteredFredDriver::connect(&config).await?;
     let adapter_config = RedisAdapterConfig::new()
         .with_prefix(config.prefix_str().to_owned())
@@ -161,7 +143,7 @@ pub async fn server_with(
     let builder = SocketIo::builder()
         .max_buffer_size(config.socket_buffer_value())
         .with_adapter::<RedisAdapter>(ctr);
-    let (layer, io) = configure(builder).build_layer();
+    let (layer, io) = config.configure_socketio(builder).build_layer();
     let transport = RedisServerTransport::new(io.clone(), &driver, &config);
     tracing::info!(
         server_id = %io.config().server_id,
@@ -171,7 +153,9 @@ pub async fn server_with(
     Ok(RedisSocketIo {
         layer,
         io,
-        broadcaster: Broadcaster::new(transport),
+        broadcaster: Broadcaster::builder(transport)
+            .max_payload_bytes(config.max_payload_bytes_value())
+            .build(),
         connection,
     })
 }
@@ -196,7 +180,9 @@ pub async fn worker(config: RedisConfig) -> Result<RedisWorker, RedisError> {
     let transport = RedisTransport::connect(&config).await?;
     let connection = transport.connection();
     Ok(RedisWorker {
-        broadcaster: Broadcaster::new(transport),
+        broadcaster: Broadcaster::builder(transport)
+            .max_payload_bytes(config.max_payload_bytes_value())
+            .build(),
         connection,
     })
 }

@@ -161,27 +161,9 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
     }
 }
 
-/// The transport of a worker (a process without a Socket.IO server): each
-/// broadcast is published as a socketioxide-redis request on the
-/// namespace's request channel, and every server delivers it to its own
-/// sockets. Build it with [`RedisTransport::connect`] or [`worker`](super::worker).
-///
-/// Failures are typed: [`TransportError::Timeout`] when Redis did not answer
-/// within the command timeout, [`TransportError::Adapter`] (holding a
-/// [`PublishError`]) when it refused.
-///
-/// ```no_run
-/// use broadcast_core::Broadcaster;
-/// use broadcast_core::redis::{RedisConfig, RedisTransport};
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let transport = RedisTransport::connect(&RedisConfig::from_env()?).await?;
-/// let connection = transport.connection();
-/// let broadcaster = Broadcaster::new(transport);
-/// // ... broadcaster.broadcast(event).await?;
-/// connection.shutdown().await?;
-/// # Ok(()) }
-/// ```
-pub struct RedisTransport {
+/// Delivers by publishing socketioxide-redis requests, for processes
+/// without a Socket.IO server (workers); built by [`worker`](super::worker).
+pub(crate) struct RedisTransport {
     publisher: Publisher<fred::clients::Client>,
     connection: RedisConnection,
 }
@@ -197,14 +179,7 @@ impl std::fmt::Debug for RedisTransport {
 impl RedisTransport {
     /// Connects a plain fred client (RESP3, reconnect policy, command
     /// timeout from `config`).
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), broadcast_core::redis::RedisError> {
-    /// use broadcast_core::redis::{RedisConfig, RedisTransport};
-    /// let transport = RedisTransport::connect(&RedisConfig::from_url("redis://127.0.0.1:7000")?).await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
+    pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
         config.validate()?;
         let target = config.target();
         let client = config
@@ -239,15 +214,7 @@ impl RedisTransport {
 
     /// A handle on the connection: stats and shutdown. Take it before
     /// handing the transport to a [`Broadcaster`](crate::Broadcaster).
-    ///
-    /// ```no_run
-    /// # async fn f(transport: broadcast_core::redis::RedisTransport) {
-    /// let connection = transport.connection();
-    /// let broadcaster = broadcast_core::Broadcaster::new(transport);
-    /// println!("{:?}", connection.stats());
-    /// # }
-    /// ```
-    pub fn connection(&self) -> RedisConnection {
+    pub(crate) fn connection(&self) -> RedisConnection {
         self.connection.clone()
     }
 }
@@ -284,23 +251,9 @@ impl Transport for RedisTransport {
     }
 }
 
-/// The transport of a server set up by [`server`](super::server): delivers
-/// to this server's sockets first, then publishes the same request
-/// socketioxide-redis would, for the other servers.
-///
-/// When publishing fails (Redis down, timeout) the local sockets have
-/// already received the event and the broadcast returns
-/// [`TransportError::RemoteFailed`]: socketioxide alone would have delivered
-/// to no one.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use broadcast_core::redis::{RedisConfig, server};
-/// let parts = server(RedisConfig::from_env()?).await?;
-/// // `parts.broadcaster` already uses a `RedisServerTransport`.
-/// # Ok(()) }
-/// ```
-pub struct RedisServerTransport {
+/// Delivers to this server's sockets, then publishes to the other servers
+/// through the adapter's own connection; built by [`server`](super::server).
+pub(crate) struct RedisServerTransport {
     io: SocketIo<RedisAdapter>,
     publisher: Publisher<fred::clients::SubscriberClient>,
 }
@@ -314,24 +267,8 @@ impl std::fmt::Debug for RedisServerTransport {
 }
 
 impl RedisServerTransport {
-    /// A transport over a server built with the Redis adapter. Publishing
-    /// uses the adapter's own connection. [`server`](super::server) does
-    /// this for you; use it to build the `SocketIo` yourself.
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-    /// use broadcast_core::redis::*;
-    /// use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr};
-    /// let config = RedisConfig::from_env()?;
-    /// let (driver, connection) = MeteredFredDriver::connect(&config).await?;
-    /// let ctr = RedisAdapterCtr::new_with_driver(driver.clone(), RedisAdapterConfig::new());
-    /// let (layer, io) = socketioxide::SocketIo::builder()
-    ///     .with_adapter::<RedisAdapter>(ctr)
-    ///     .build_layer();
-    /// let broadcaster = broadcast_core::Broadcaster::new(RedisServerTransport::new(io, &driver, &config));
-    /// # Ok(()) }
-    /// ```
-    pub fn new(
+    /// A transport over a server built with the Redis adapter.
+    pub(crate) fn new(
         io: SocketIo<RedisAdapter>,
         driver: &super::MeteredFredDriver,
         config: &RedisConfig,

@@ -4,23 +4,18 @@
 //! hands the result, a [`Delivery`], to one transport:
 //! [`SocketIoTransport`] (in-process, through any socketioxide adapter),
 //! the Redis publisher for processes without a server (feature `redis`), or
-//! [`FakeTransport`](crate::testing::FakeTransport) in tests.
-
-use std::future::Future;
-use std::pin::Pin;
+//! [`FakeBroadcaster`](crate::testing::FakeBroadcaster)'s recorder in tests.
 
 use serde_json::value::RawValue;
 
 use crate::error::TransportError;
 use crate::target::{NamespaceTargets, Targets};
+pub use crate::util::BoxFuture;
 
 mod socketio;
 pub use socketio::SocketIoTransport;
 #[cfg(feature = "redis")]
 pub(crate) use socketio::emit_group;
-
-/// A boxed, `Send` future, as transports return.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// One event, ready to deliver: its name, its targets, the rooms to skip and
 /// the payload serialized once.

@@ -12,10 +12,15 @@ use crate::target::NamespaceTargets;
 /// Delivers through a [`SocketIo`] handle, with whatever adapter it runs
 /// (in-memory, or Redis to reach sockets of other servers).
 ///
+/// [`Broadcaster::socketio`](crate::Broadcaster::socketio) uses it; name
+/// it to configure the broadcaster:
+///
 /// ```no_run
 /// use broadcast_core::{Broadcaster, transport::SocketIoTransport};
 /// let (_layer, io) = socketioxide::SocketIo::new_layer();
-/// let broadcaster = Broadcaster::new(SocketIoTransport::new(io));
+/// let broadcaster = Broadcaster::builder(SocketIoTransport::new(io))
+///     .max_payload_bytes(16 * 1024)
+///     .build();
 /// ```
 pub struct SocketIoTransport<A: Adapter> {
     io: SocketIo<A>,
