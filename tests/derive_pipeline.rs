@@ -350,7 +350,7 @@ async fn bad_except_is_an_error() {
         .unwrap_err();
     assert!(matches!(
         err,
-        BroadcastError::InvalidExcept {
+        BroadcastError::InvalidExceptSocket {
             event: "update_chat",
             ..
         }

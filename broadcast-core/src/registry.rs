@@ -71,11 +71,65 @@ pub enum RegistryError {
     Room(#[from] RoomsError),
 }
 
+/// Every problem [`validate`] found, in one error (so `?` works at
+/// startup); it dereferences to the list.
+///
+/// ```
+/// use broadcast_core::registry::{RegistryError, RegistryErrors};
+/// let e = RegistryErrors::from(vec![RegistryError::InvalidEvent {
+///     name: "joined",
+///     event: "app::Joined (src/app.rs:3)".into(),
+///     reason: "the name is reserved".into(),
+/// }]);
+/// assert_eq!(e.len(), 1);
+/// assert!(e.to_string().contains("1 problem"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryErrors(Vec<RegistryError>);
+
+impl From<Vec<RegistryError>> for RegistryErrors {
+    fn from(errors: Vec<RegistryError>) -> Self {
+        Self(errors)
+    }
+}
+
+impl std::ops::Deref for RegistryErrors {
+    type Target = [RegistryError];
+    fn deref(&self) -> &[RegistryError] {
+        &self.0
+    }
+}
+
+impl IntoIterator for RegistryErrors {
+    type Item = RegistryError;
+    type IntoIter = std::vec::IntoIter<RegistryError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl std::fmt::Display for RegistryErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "the registry has {n} problem{}:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n- {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RegistryErrors {}
+
 /// Checks the registry: every event has an acceptable, unreserved name and
 /// namespace, every `(namespace, event name)` belongs to one type, and every
 /// room can be served (valid key and namespace, one type per key and
 /// namespace). Reports all problems at once.
-pub fn validate() -> Result<(), Vec<RegistryError>> {
+pub fn validate() -> Result<(), RegistryErrors> {
     let mut errors = Vec::new();
     let mut by_name: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
     for e in events() {
@@ -118,7 +172,7 @@ pub fn validate() -> Result<(), Vec<RegistryError>> {
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors)
+        Err(RegistryErrors(errors))
     }
 }
 
@@ -248,13 +302,13 @@ fn table<const N: usize>(out: &mut String, header: [&str; N], rows: &[[String; N
 
 /// Logs the listing through `tracing` (one `info` event per line), checks
 /// the registry, and returns the problems found (also logged as errors).
-pub fn log_startup_listing() -> Result<(), Vec<RegistryError>> {
+pub fn log_startup_listing() -> Result<(), RegistryErrors> {
     for line in listing().lines() {
         tracing::info!(target: "broadcast::registry", "{line}");
     }
     let result = validate();
     if let Err(errors) = &result {
-        for e in errors {
+        for e in errors.iter() {
             tracing::error!(target: "broadcast::registry", "{e}");
         }
     }

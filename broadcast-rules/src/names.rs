@@ -28,6 +28,18 @@ pub enum NameKind {
     Key,
 }
 
+impl NameKind {
+    /// How messages name a name of this kind: "the room name", "the room key".
+    fn noun(self) -> &'static str {
+        match self {
+            NameKind::Room => "room name",
+            NameKind::Namespace => "namespace",
+            NameKind::Event => "event name",
+            NameKind::Key => "room key",
+        }
+    }
+}
+
 impl fmt::Display for NameKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -74,13 +86,14 @@ pub enum NameError {
 impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NameError::Empty(kind) => write!(f, "the {kind} name is empty"),
+            NameError::Empty(kind) => write!(f, "the {} is empty", kind.noun()),
             NameError::TooLong { kind, len, max } => write!(
                 f,
-                "the {kind} name is {len} bytes long, more than the {max} allowed"
+                "the {} is {len} bytes long, more than the {max} allowed",
+                kind.noun()
             ),
             NameError::ControlCharacter(kind) => {
-                write!(f, "the {kind} name contains a control character")
+                write!(f, "the {} contains a control character", kind.noun())
             }
             NameError::NamespaceWithoutSlash => f.write_str("a namespace must start with `/`"),
             NameError::NamespaceCharacter(c) => write!(f, "a namespace cannot contain `{c}`"),

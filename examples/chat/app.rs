@@ -206,7 +206,7 @@ fn delivered(
             })),
         )
             .into_response(),
-        Err(broadcast_core::BroadcastError::InvalidExcept { .. }) => {
+        Err(broadcast_core::BroadcastError::InvalidExceptSocket { .. }) => {
             error(StatusCode::BAD_REQUEST, "X-Socket-ID is not a socket id")
         }
         Err(e) => {
