@@ -229,7 +229,10 @@ mod tests {
         assert!(validate_key(&"k".repeat(MAX_KEY_LEN)).is_ok());
         assert!(matches!(
             validate_key(&"k".repeat(MAX_KEY_LEN + 1)),
-            Err(NameError::TooLong { max: MAX_KEY_LEN, .. })
+            Err(NameError::TooLong {
+                max: MAX_KEY_LEN,
+                ..
+            })
         ));
     }
 }
