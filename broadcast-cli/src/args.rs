@@ -39,7 +39,9 @@ Commands:
   as the derives do. Refused: empty names, characters other than ASCII letters,
   digits and `_` (foo-bar, chät), a leading digit (1abc), Rust keywords as the type
   or module name (fn, type, Self, ...), raw identifiers (r#...), and spellings that
-  are neither PascalCase nor snake_case (updateChat, Chat_Room, chat_2).
+  are neither PascalCase nor snake_case (updateChat, Chat_Room, chat_2). So are
+  events whose name Socket.IO or the join protocol already uses (Disconnect,
+  JoinChat: \"join_chat\"), which the derive would refuse.
 
 Options:
   --path <dir>                 Folder for the new file, relative to the project root

@@ -140,11 +140,16 @@ fn check_kind_rules(kind: Kind, names: &Names) -> Result<(), NameError> {
             if templates::EVENT_USES.contains(&names.ty.as_str()) {
                 return Err(NameError::Shadows(names.ty.clone()));
             }
+            // The derive refuses these names, so the file would not compile.
+            let name = names.event_name();
+            if let Some(why) = broadcast_rules::protocol::reserved(&name) {
+                return Err(NameError::ReservedEvent { name, why });
+            }
         }
         Kind::Room => {
             let key = names.room_key();
-            if key.len() > naming::MAX_KEY_LEN {
-                return Err(NameError::KeyTooLong { key });
+            if let Err(reason) = broadcast_rules::validate_key(&key) {
+                return Err(NameError::Key { key, reason });
             }
         }
     }
@@ -393,6 +398,47 @@ fn parent_note(root: &Path, dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(input: &str) -> Names {
+        naming::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"))
+    }
+
+    #[test]
+    fn kind_rules() {
+        assert!(check_kind_rules(Kind::Event, &names("ChatJoined")).is_ok());
+        assert_eq!(
+            check_kind_rules(Kind::Event, &names("String")),
+            Err(NameError::Shadows("String".into()))
+        );
+        for (input, name) in [
+            ("JoinChat", "join_chat"),
+            ("leave_chat_event", "leave_chat"),
+            ("Disconnect", "disconnect"),
+            ("JoinedEvent", "joined"),
+        ] {
+            assert!(
+                matches!(
+                    check_kind_rules(Kind::Event, &names(input)),
+                    Err(NameError::ReservedEvent { name: n, .. }) if n == name
+                ),
+                "{input}"
+            );
+        }
+        // Reserved event names are fine as room keys.
+        assert!(check_kind_rules(Kind::Room, &names("JoinChatRoom")).is_ok());
+
+        let longest = "K".repeat(broadcast_rules::MAX_KEY_LEN);
+        assert!(check_kind_rules(Kind::Room, &names(&format!("{longest}Room"))).is_ok());
+        let err = check_kind_rules(Kind::Room, &names(&format!("{longest}K"))).unwrap_err();
+        assert!(matches!(err, NameError::Key { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "its room key `{}` is invalid: the room key name is 65 bytes long, more than the 64 allowed",
+                "k".repeat(65)
+            )
+        );
+    }
 
     #[test]
     fn declarations() {

@@ -17,6 +17,13 @@
 //!   suggestion;
 //! - neither the type name nor the module name may be a Rust keyword
 //!   (strict, reserved, and the 2024 edition's `gen`): `fn`, `type`, `Self`.
+//!
+//! These are the generator's own input rules. The names it derives from the
+//! input (file, event name, room key) come from `broadcast_rules`, the same
+//! functions the derives call, so they cannot differ from what the derives
+//! compute.
+
+use broadcast_rules::{default_event_name, default_room_key, snake_case};
 
 /// Every Rust keyword that cannot be an identifier (strict and reserved, up
 /// to the 2024 edition). Weak keywords (`union`, `raw`, `safe`,
@@ -28,56 +35,6 @@ const KEYWORDS: &[&str] = &[
     "while", "async", "await", "dyn", "abstract", "become", "box", "do", "final", "macro",
     "override", "priv", "typeof", "unsized", "virtual", "yield", "try", "gen",
 ];
-
-/// Longest room key the framework accepts (`broadcast_core::join::MAX_KEY_LEN`).
-pub const MAX_KEY_LEN: usize = 64;
-
-/// `HTTPRequestFailed` -> `http_request_failed`: an underscore before an
-/// upper-case letter that follows a lower-case letter or digit, or that starts
-/// a new word after an acronym.
-///
-/// KEEP IN SYNC: a verbatim copy of `snake_case` in
-/// `broadcast-derive/src/naming.rs`, which computes the default event names
-/// and room keys at compile time. The generator must name files, events and
-/// rooms exactly as the derive does; the tests below repeat the derive's
-/// cases, and the fixture test checks the generated names against the derive.
-pub fn snake_case(ident: &str) -> String {
-    let chars: Vec<char> = ident.chars().collect();
-    let mut out = String::with_capacity(ident.len() + 4);
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_uppercase() {
-            let prev = i.checked_sub(1).map(|p| chars[p]);
-            let next = chars.get(i + 1).copied();
-            let boundary = match prev {
-                None | Some('_') => false,
-                Some(p) if p.is_lowercase() || p.is_ascii_digit() => true,
-                Some(p) if p.is_uppercase() => next.is_some_and(char::is_lowercase),
-                Some(_) => false,
-            };
-            if boundary {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The snake_case name with one trailing `_<suffix>` removed (fast_app's rule:
-/// `NewUserRegisteredEvent` -> `new_user_registered`, `ChatRoom` -> `chat`).
-///
-/// KEEP IN SYNC: a verbatim copy of `strip_suffix` in
-/// `broadcast-derive/src/naming.rs`.
-pub fn strip_suffix(ident: &str, suffix: &str) -> String {
-    let snake = snake_case(ident);
-    let tail = format!("_{suffix}");
-    match snake.strip_suffix(&tail) {
-        Some(rest) if !rest.is_empty() => rest.to_string(),
-        _ => snake,
-    }
-}
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,8 +58,13 @@ pub enum NameError {
     Keyword { word: String, what: &'static str },
     #[error("`{0}` would shadow a type the template uses; pick another name")]
     Shadows(String),
-    #[error("the room key `{key}` is longer than {MAX_KEY_LEN} bytes")]
-    KeyTooLong { key: String },
+    #[error("its room key `{key}` is invalid: {reason}")]
+    Key {
+        key: String,
+        reason: broadcast_rules::NameError,
+    },
+    #[error("its event name `{name}` is reserved: {why}; pick another name")]
+    ReservedEvent { name: String, why: &'static str },
 }
 
 /// The names one generated item is built from.
@@ -117,12 +79,12 @@ pub struct Names {
 impl Names {
     /// The default event name the derive gives this type: `update_chat`.
     pub fn event_name(&self) -> String {
-        strip_suffix(&self.ty, "event")
+        default_event_name(&self.ty)
     }
 
     /// The default room key the derive gives this type: `chat` for `ChatRoom`.
     pub fn room_key(&self) -> String {
-        strip_suffix(&self.ty, "room")
+        default_room_key(&self.ty)
     }
 }
 
@@ -193,34 +155,6 @@ fn pascal_case(input: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The derive's own cases (`broadcast-derive/src/naming.rs`).
-    #[test]
-    fn event_names_match_the_derive() {
-        for (ty, name) in [
-            ("UpdateChat", "update_chat"),
-            ("NewUserRegisteredEvent", "new_user_registered"),
-            ("HTTPRequestFailed", "http_request_failed"),
-            ("NewUserMessage", "new_user_message"),
-            ("Event", "event"),
-            ("EventEvent", "event"),
-            ("Chat2Updated", "chat2_updated"),
-            ("UserIDChanged", "user_id_changed"),
-            ("already_snake", "already_snake"),
-            ("ABC", "abc"),
-            ("Ping", "ping"),
-        ] {
-            assert_eq!(strip_suffix(ty, "event"), name, "{ty}");
-        }
-    }
-
-    #[test]
-    fn room_keys_match_the_derive() {
-        assert_eq!(strip_suffix("ChatRoom", "room"), "chat");
-        assert_eq!(strip_suffix("UserRoom", "room"), "user");
-        assert_eq!(strip_suffix("Room", "room"), "room");
-        assert_eq!(strip_suffix("ChatRoomEvent", "room"), "chat_room_event");
-    }
 
     fn ok(input: &str) -> (String, String) {
         let n = parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));

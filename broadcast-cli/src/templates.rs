@@ -69,15 +69,17 @@ const ROOM: &str = r#"//! The `__NAME__` room: `__NAME__|<id>`.
 /// The room `__NAME__|<id>`: the key, then one `|value` per field.
 #[derive(Debug, Clone, PartialEq, Eq, broadcast_core::Room)]
 #[room(
-    // Who may join. Rooms are private by default, so say exactly one of:
+    // Who may join: say one of these, or neither.
     // `public`: any client may join, even one that did not authenticate;
     public,
     // or `authorize = path`: a function, sync or async, taking
-    // `(&broadcast_core::join::JoinContext, &__TYPE__)` and returning `bool`,
-    // `broadcast_core::Authorization` (`Allow`, `Forbid`, `Invalid(msg)`) or a
-    // `Result` of either (an `Err` denies and is logged). Only authenticated
-    // sockets get this far. Remove `public` above when you use it.
+    // `(&JoinContext, &__TYPE__)` and returning `bool`, `Authorization`
+    // (`Allow`, `Forbid`, `Invalid(msg)`) or a `Result` of either (an `Err`
+    // denies and is logged). Only authenticated sockets get this far. Remove
+    // `public` above when you use it.
     // authorize = Self::can_join,
+    // With neither, the room is server-only: events can target it and server
+    // code can put sockets in it, but no client can join it.
     // `key`: the first segment of the room name and the `<key>` of
     // `join_<key>` / `leave_<key>`. Default: the type name in snake_case minus
     // one trailing `_room`, here "__NAME__".
@@ -101,17 +103,23 @@ pub struct __TYPE__(
 // What `authorize = Self::can_join`, `on_join = Self::joined` and
 // `on_leave = Self::left` above call (any of them may be an `async fn`):
 //
+// use broadcast_core::join::{Authorization, JoinContext};
+//
 // impl __TYPE__ {
-//     fn can_join(ctx: &broadcast_core::join::JoinContext, room: &Self) -> bool {
+//     fn can_join(ctx: &JoinContext, room: &Self) -> Authorization {
 //         // e.g. ctx.identity::<User>().is_some_and(|user| user.chats.contains(&room.0))
-//         ctx.is_authenticated() && room.0 != 0
+//         if ctx.is_authenticated() && room.0 != 0 {
+//             Authorization::Allow
+//         } else {
+//             Authorization::Forbid
+//         }
 //     }
 //
-//     fn joined(ctx: &broadcast_core::join::JoinContext, room: &Self) {
+//     fn joined(ctx: &JoinContext, room: &Self) {
 //         let _ = ctx.emit("welcome", &room.0);
 //     }
 //
-//     fn left(_ctx: &broadcast_core::join::JoinContext, _room: &Self) {}
+//     fn left(_ctx: &JoinContext, _room: &Self) {}
 // }
 "#;
 
@@ -169,6 +177,14 @@ mod tests {
         assert!(text.contains("join_chat"), "{text}");
         assert!(text.contains("// key = \"chat\","), "{text}");
         assert!(text.contains("The room `chat|<id>`"), "{text}");
+        // An explicit access choice: without one the room would be
+        // server-only, which a generated room should not be by surprise.
+        assert!(text.contains("\n    public,\n"), "{text}");
+        assert!(text.contains("// authorize = Self::can_join,"), "{text}");
+        assert!(
+            text.contains("// use broadcast_core::join::{Authorization, JoinContext};"),
+            "{text}"
+        );
         assert!(
             !text.contains("__TYPE__") && !text.contains("__NAME__"),
             "{text}"

@@ -85,6 +85,17 @@ fn invalid_names_are_refused() {
         ("event", "updateChat", "write `UpdateChat` or `update_chat`"),
         ("event", "chat_2", "write `Chat2` or `chat2`"),
         ("event", "String", "would shadow a type the template uses"),
+        (
+            "event",
+            "JoinChat",
+            "its event name `join_chat` is reserved: clients send `join_*`",
+        ),
+        ("event", "disconnect", "Socket.IO reserves this event name"),
+        (
+            "room",
+            &"K".repeat(65),
+            "is 65 bytes long, more than the 64 allowed",
+        ),
         ("room", "fn", "`fn` is a Rust keyword"),
         ("room", "Chat_Room", "write `ChatRoom` or `chat_room`"),
     ] {

@@ -35,7 +35,8 @@ const fn same(a: &str, b: &str) -> bool {
     true
 }
 
-use broadcast_core::{BroadcastEvent, JoinableRoom};
+use broadcast_core::BroadcastEvent;
+use broadcast_core::join::{Access, JoinableRoom};
 
 const _: () = assert!(same(<events::update_chat::UpdateChat as BroadcastEvent>::NAME, "update_chat"));
 const _: () = assert!(same(
@@ -47,10 +48,13 @@ const _: () = assert!(same(
     "http_request_failed"
 ));
 const _: () = assert!(same(<rooms::chat_room::ChatRoom as JoinableRoom>::KEY, "chat"));
-const _: () = assert!(<rooms::chat_room::ChatRoom as JoinableRoom>::PUBLIC);
+const _: () = assert!(matches!(<rooms::chat_room::ChatRoom as JoinableRoom>::ACCESS, Access::Public));
 const _: () = assert!(same(<uncommented::every_option::EveryOption as BroadcastEvent>::NAME, "every_option"));
 const _: () = assert!(same(<uncommented::gated_room::GatedRoom as JoinableRoom>::KEY, "gated"));
-const _: () = assert!(!<uncommented::gated_room::GatedRoom as JoinableRoom>::PUBLIC);
+const _: () = assert!(matches!(
+    <uncommented::gated_room::GatedRoom as JoinableRoom>::ACCESS,
+    Access::Authorized
+));
 
 /// The generated event and room are usable together.
 pub fn example() -> (events::update_chat::UpdateChat, rooms::chat_room::ChatRoom) {
@@ -62,8 +66,8 @@ pub fn example() -> (events::update_chat::UpdateChat, rooms::chat_room::ChatRoom
 "#;
 
 /// Uncomments what the templates' comments say to uncomment: every
-/// `// <option> = ...` line inside the attribute, and the example `impl`
-/// block; for a room, `public` goes (it excludes `authorize`).
+/// `// <option> = ...` line inside the attribute, the example's `use` and
+/// `impl` block; for a room, `public` goes (it excludes `authorize`).
 fn uncomment(text: &str, drop_public: bool) -> String {
     const OPTIONS: &[&str] = &[
         "as",
@@ -85,6 +89,8 @@ fn uncomment(text: &str, drop_public: bool) -> String {
         {
             line = format!("    {rest}");
             uncommented += 1;
+        } else if let Some(rest) = line.strip_prefix("// use ") {
+            line = format!("use {rest}");
         } else if line.starts_with("// impl ") {
             in_impl = true;
         }

@@ -1,17 +1,17 @@
-//! Generates the trait impl and the registry entry from a validated model.
+//! `impl BroadcastEvent` and the event's registry entry, from a checked
+//! model.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Expr, LitStr};
 
-use crate::attr::source_text;
-use crate::template::Piece;
-use crate::valid::{Event, OnItem};
+use super::validate::{Event, OnItem, Part};
+use crate::internals::attr::source_text;
 
 pub fn event(ev: &Event) -> TokenStream {
     let krate = &ev.krate;
-    let ident = &ev.input.ident;
+    let ident = ev.ident;
     let name = &ev.name;
     let p = quote!(#krate::__private);
 
@@ -160,31 +160,31 @@ fn call_or_eval(expr: &Expr) -> TokenStream {
 fn on_item(item: &OnItem) -> TokenStream {
     match item {
         OnItem::Expr(e) => quote!((#e)),
-        OnItem::Template { lit, pieces } => template(lit, pieces),
+        OnItem::Template { lit, parts } => template(lit, parts),
     }
 }
 
 /// A template without fields is a `&'static str` (no allocation); one with
 /// fields is a single `format!`.
-fn template(lit: &LitStr, pieces: &[Piece]) -> TokenStream {
-    if pieces.iter().all(|p| matches!(p, Piece::Text(_))) {
-        let text: String = pieces
+fn template(lit: &LitStr, parts: &[Part]) -> TokenStream {
+    if parts.iter().all(|p| matches!(p, Part::Text(_))) {
+        let text: String = parts
             .iter()
             .map(|p| match p {
-                Piece::Text(t) => t.as_str(),
-                Piece::Field(_) => "",
+                Part::Text(t) => t.as_str(),
+                Part::Field { .. } => "",
             })
             .collect();
         return quote_spanned! {lit.span()=> #text };
     }
     let mut fmt = String::new();
     let mut args = Vec::new();
-    for piece in pieces {
-        match piece {
-            Piece::Text(t) => fmt.push_str(&t.replace('{', "{{").replace('}', "}}")),
-            Piece::Field(path) => {
+    for part in parts {
+        match part {
+            Part::Text(t) => fmt.push_str(&t.replace('{', "{{").replace('}', "}}")),
+            Part::Field { member, rest } => {
                 fmt.push_str("{}");
-                let segments = path.iter().map(|s| match s.parse::<u32>() {
+                let rest = rest.iter().map(|s| match s.parse::<u32>() {
                     Ok(i) => {
                         let index = syn::Index {
                             index: i,
@@ -197,35 +197,26 @@ fn template(lit: &LitStr, pieces: &[Piece]) -> TokenStream {
                         quote!(#id)
                     }
                 });
-                args.push(quote_spanned! {lit.span()=> self #(.#segments)* });
+                let member = respan(member, lit.span());
+                args.push(quote_spanned! {lit.span()=> self.#member #(.#rest)* });
             }
         }
     }
-    let krate_format = quote!(::std::format);
-    quote_spanned! {lit.span()=> #krate_format!(#fmt, #(#args),*) }
+    quote_spanned! {lit.span()=> ::std::format!(#fmt, #(#args),*) }
 }
 
-/// What a failed derive still emits besides its errors, so the rest of the
-/// crate type-checks and the user sees only the real mistakes.
-pub fn fallback(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
-    // A stub for a generic type would add trait-bound errors of its own.
-    if !input.generics.params.is_empty() {
-        return TokenStream::new();
-    }
-    let ident = &input.ident;
-    let p = quote!(#krate::__private);
-    quote! {
-        #[allow(clippy::all)]
-        const _: () = {
-            #[automatically_derived]
-            impl #krate::BroadcastEvent for #ident {
-                const NAME: &'static str = "";
-                fn broadcast_as(&self) -> impl #p::Future<
-                    Output = #p::Result<impl #p::Serialize, #krate::PayloadError>
-                > + ::core::marker::Send {
-                    async move { #p::Result::Ok(()) }
-                }
-            }
-        };
+/// The field at the template's span, so a field that is not `Display` is
+/// reported there.
+fn respan(member: &syn::Member, span: proc_macro2::Span) -> syn::Member {
+    match member {
+        syn::Member::Named(ident) => {
+            let mut ident = ident.clone();
+            ident.set_span(span);
+            syn::Member::Named(ident)
+        }
+        syn::Member::Unnamed(index) => syn::Member::Unnamed(syn::Index {
+            index: index.index,
+            span,
+        }),
     }
 }

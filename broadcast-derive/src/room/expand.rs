@@ -1,31 +1,28 @@
-//! Generates `Room`, `JoinableRoom` and the two registry entries of a room.
+//! `impl Room`, `impl JoinableRoom` and the room's registry entry, from a
+//! checked model.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::{Access, RoomModel, Shape};
+use super::validate::{Access, Room};
+use crate::internals::ast::Style;
 
-pub fn room(m: &RoomModel) -> TokenStream {
+pub fn room(m: &Room) -> TokenStream {
     let krate = &m.krate;
-    let ident = &m.input.ident;
+    let ident = m.ident;
     let p = quote!(#krate::__private);
-    let r = quote!(#p::room);
+    let j = quote!(#krate::join);
     let key = &m.key;
     let namespace = &m.namespace;
     let type_name = ident.to_string();
     let names: Vec<&str> = m.fields.iter().map(|f| f.name.as_str()).collect();
-    let access = match m.access {
-        Access::Public => quote!(Public),
-        Access::Authorize(_) => quote!(Authorized),
-        Access::ServerOnly => quote!(ServerOnly),
-    };
 
     let name_body = if m.fields.is_empty() {
         quote!(#p::Cow::Borrowed(#key))
     } else {
-        // Keys cannot hold braces (checked), so the key is a plain literal
-        // part of the format string.
+        // A valid key holds no braces, so it is a plain literal part of the
+        // format string.
         let mut fmt = key.clone();
         for _ in &m.fields {
             fmt.push_str("|{}");
@@ -37,49 +34,55 @@ pub fn room(m: &RoomModel) -> TokenStream {
         quote!(#p::Cow::Owned(#p::format!(#fmt, #(#args),*)))
     };
 
-    let shape = match m.shape {
-        Shape::Unit | Shape::EmptyBraces | Shape::EmptyParens => quote!(Unit),
-        Shape::Tuple => quote!(Tuple),
-        Shape::Named => quote!(Named),
+    let shape = match m.style {
+        Style::Unit | Style::EmptyBraces | Style::EmptyParens => quote!(Unit),
+        Style::Tuple => quote!(Tuple),
+        Style::Named => quote!(Named),
     };
     let gets = m
         .fields
         .iter()
         .enumerate()
         .map(|(i, f)| quote_spanned!(f.ty.span()=> __fields.get(#i)?));
-    let construct = match m.shape {
-        Shape::Unit => quote!(Self),
-        Shape::EmptyBraces => quote!(Self {}),
-        Shape::EmptyParens => quote!(Self()),
-        Shape::Tuple => quote!(Self(#(#gets),*)),
-        Shape::Named => {
+    let construct = match m.style {
+        Style::Unit => quote!(Self),
+        Style::EmptyBraces => quote!(Self {}),
+        Style::EmptyParens => quote!(Self()),
+        Style::Tuple => quote!(Self(#(#gets),*)),
+        Style::Named => {
             let members = m.fields.iter().map(|f| &f.member);
             quote!(Self { #(#members: #gets),* })
         }
     };
 
+    let access = match m.access {
+        Access::Public => quote!(Public),
+        Access::Authorize(_) => quote!(Authorized),
+        Access::ServerOnly => quote!(ServerOnly),
+    };
+    // A server-only room keeps the trait's `authorize`, which denies.
     let authorize_body = match &m.access {
-        Access::ServerOnly => None,
-        Access::Public => Some(quote!(::core::future::ready(#krate::join::Authorization::Allow))),
-        Access::Authorize(path) => Some({
+        Access::Public => Some(quote!(::core::future::ready(#j::Authorization::Allow))),
+        Access::Authorize(path) => {
             let call = quote_spanned!(path.span()=> #path(__ctx, __room));
-            quote! {
+            Some(quote! {
                 async move {
                     #[allow(unused_imports)]
                     use #p::{FutureKind as _, ValueKind as _};
                     let __value = #call;
                     let __value = (&__value).__broadcast_future_kind().resolve(__value).await;
-                    #krate::join::IntoAuthorization::into_authorization(__value)
+                    #j::IntoAuthorization::into_authorization(__value)
                 }
-            }
-        }),
+            })
+        }
+        Access::ServerOnly => None,
     };
-    let authorize_fn = authorize_body.map(|body| {
+    let authorize = authorize_body.map(|body| {
         quote! {
             fn authorize(
-                __ctx: &#krate::join::JoinContext,
+                __ctx: &#j::JoinContext,
                 __room: &Self,
-            ) -> impl #p::Future<Output = #krate::join::Authorization> + ::core::marker::Send {
+            ) -> impl #p::Future<Output = #j::Authorization> + ::core::marker::Send {
                 #body
             }
         }
@@ -90,7 +93,7 @@ pub fn room(m: &RoomModel) -> TokenStream {
             let call = quote_spanned!(path.span()=> #path(__ctx, __room));
             quote! {
                 fn #name(
-                    __ctx: &#krate::join::JoinContext,
+                    __ctx: &#j::JoinContext,
                     __room: &Self,
                 ) -> impl #p::Future<Output = ()> + ::core::marker::Send {
                     async move {
@@ -121,26 +124,26 @@ pub fn room(m: &RoomModel) -> TokenStream {
             }
 
             #[automatically_derived]
-            impl #krate::join::JoinableRoom for #ident {
+            impl #j::JoinableRoom for #ident {
                 const KEY: &'static str = #key;
                 const NAMESPACE: &'static str = #namespace;
-                const ACCESS: #krate::join::Access = #krate::join::Access::#access;
+                const ACCESS: #j::Access = #j::Access::#access;
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
 
                 fn from_join_data(
                     __data: &#p::Value,
-                ) -> #p::Result<Self, #krate::join::RoomDataError> {
+                ) -> #p::Result<Self, #j::RoomDataError> {
                     #[allow(unused_variables)]
-                    let __fields = #r::FieldValues::new(
+                    let __fields = #p::room::FieldValues::new(
                         #key,
-                        <Self as #krate::join::JoinableRoom>::FIELDS,
-                        #r::Shape::#shape,
+                        <Self as #j::JoinableRoom>::FIELDS,
+                        #p::room::Shape::#shape,
                         __data,
                     )?;
                     #p::Result::Ok(#construct)
                 }
 
-                #authorize_fn
+                #authorize
                 #on_join
                 #on_leave
             }
@@ -149,47 +152,6 @@ pub fn room(m: &RoomModel) -> TokenStream {
                 #krate::registry::RoomDescriptor::of::<#ident>(#type_name)
                     .source(::core::module_path!(), ::core::file!(), ::core::line!())
             }
-        };
-    }
-}
-
-/// What a failed derive still emits besides its errors, so code naming the
-/// room (`ChatRoom(1).name()`, `on = ChatRoom(..)`) type-checks and the user
-/// sees only the real mistakes.
-pub fn fallback(input: &syn::DeriveInput, krate: &syn::Path) -> TokenStream {
-    let ident = &input.ident;
-    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
-    let p = quote!(#krate::__private);
-    // `JoinableRoom` needs `Send + Sync + 'static`, which a generic type
-    // may not meet; a stub for it would only add errors there.
-    let joinable = input.generics.params.is_empty().then(|| {
-        quote! {
-            #[automatically_derived]
-            impl #krate::join::JoinableRoom for #ident {
-                const KEY: &'static str = "";
-                const ACCESS: #krate::join::Access = #krate::join::Access::ServerOnly;
-                const FIELDS: &'static [&'static str] = &[];
-                fn from_join_data(
-                    _: &#p::Value,
-                ) -> #p::Result<Self, #krate::join::RoomDataError> {
-                    #p::Result::Err(#krate::join::RoomDataError::Name {
-                        key: "",
-                        reason: #p::format!("this room failed to derive"),
-                    })
-                }
-            }
-        }
-    });
-    quote! {
-        #[allow(clippy::all)]
-        const _: () = {
-            #[automatically_derived]
-            impl #impl_generics #krate::Room for #ident #ty_generics #where_clause {
-                fn name(&self) -> #p::Cow<'static, str> {
-                    #p::Cow::Borrowed("")
-                }
-            }
-            #joinable
         };
     }
 }
