@@ -434,7 +434,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "its room key `{}` is invalid: the room key name is 65 bytes long, more than the 64 allowed",
+                "its room key `{}` is invalid: the room key is 65 bytes long, more than the 64 allowed",
                 "k".repeat(65)
             )
         );

@@ -38,23 +38,39 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-// Layers, lowest first; each module uses only those above it in this list
-// (ARCHITECTURE.md draws it, and a test keeps it so).
-mod broadcaster;
-mod error;
+// The layers, lowest first: each module uses only those declared before it
+// (ARCHITECTURE.md draws them; tests/layers.rs keeps them so). The comment
+// before each module keeps rustfmt from sorting them.
+
+// Helpers that depend on nothing.
+mod util;
+// Payload JSON Schemas (feature `schema`).
+mod schema;
+// `(namespace, room)` targets and `IntoTargets`.
+mod target;
+// The `Room` trait.
+mod room;
+// The event contract and its registration.
 mod event;
-pub mod join;
+// Autoref dispatch for derived code.
 mod kind;
+// `BroadcastError`, `TransportError`.
+mod error;
+// How a serialized event reaches sockets.
+pub mod transport;
+// The pipeline and `broadcast()`.
+mod broadcaster;
+// The recording fake.
+pub mod testing;
+// The join protocol and room registrations.
+pub mod join;
+// Listing and checking every registration.
+pub mod registry;
+// Client declarations.
+pub mod typescript;
+// Delivery across processes.
 #[cfg(feature = "redis")]
 pub mod redis;
-pub mod registry;
-mod room;
-mod schema;
-mod target;
-pub mod testing;
-pub mod transport;
-pub mod typescript;
-mod util;
 
 /// The naming rules, limits and protocol event names, shared with the
 /// derives and the generator.

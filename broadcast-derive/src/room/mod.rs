@@ -150,7 +150,7 @@ mod tests {
                 struct ChatRoom(#[room(key = "x")] u64);
             )),
             [
-                "the room key name is empty",
+                "the room key is empty",
                 "a namespace must start with `/`: write `\"/chat\"`",
                 "a room is either `public` or has an `authorize` function, not both: remove one",
                 "`#[room(...)]` goes on the struct; every field is part of the room's identifier",
