@@ -86,7 +86,7 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
         let _ = writeln!(out, "/** Events clients send on namespace `{ns}`. */");
         let _ = writeln!(out, "export interface {prefix}ClientToServerEvents {{");
         for r in rooms.iter().filter(|r| r.namespace == *ns) {
-            let data = identifier_type(r);
+            let data = identifier_type(r.fields);
             for event in [join_event(r.key), leave_event(r.key)] {
                 let _ = writeln!(
                     out,
@@ -157,21 +157,28 @@ fn wire_type(ty: WireType) -> String {
     }
 }
 
-/// A room's identifier as clients send it: a scalar for one field, or an
-/// object or array of its fields.
-fn identifier_type(r: &RoomDescriptor) -> String {
+/// A room's identifier as clients send it: a scalar for one field, an
+/// array of its fields, or an object of them (named fields only: the
+/// server refuses `{"0": ..}` for a tuple struct).
+fn identifier_type(fields: &[&str]) -> String {
     let scalar = "string | number";
-    match r.fields {
-        [] => "null | undefined | Record<string, never>".to_string(),
-        [one] => format!("{scalar} | {{ {}: {scalar} }} | [{scalar}]", prop(one)),
-        many => {
-            let obj: Vec<String> = many
-                .iter()
-                .map(|f| format!("{}: {scalar}", prop(f)))
-                .collect();
-            let arr: Vec<&str> = many.iter().map(|_| scalar).collect();
-            format!("{{ {} }} | [{}]", obj.join("; "), arr.join(", "))
-        }
+    // Tuple structs' fields are named by position.
+    let named = !fields.iter().any(|f| f.chars().all(|c| c.is_ascii_digit()));
+    let obj = || {
+        let props: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}: {scalar}", prop(f)))
+            .collect();
+        format!("{{ {} }}", props.join("; "))
+    };
+    let arr: Vec<&str> = fields.iter().map(|_| scalar).collect();
+    let arr = format!("[{}]", arr.join(", "));
+    match (fields, named) {
+        ([], _) => "null | undefined | Record<string, never>".to_string(),
+        ([_], true) => format!("{scalar} | {} | {arr}", obj()),
+        ([_], false) => format!("{scalar} | {arr}"),
+        (_, true) => format!("{} | {arr}", obj()),
+        (_, false) => arr,
     }
 }
 
@@ -455,6 +462,26 @@ mod tests {
         }
         // Each shape once, the nested one too.
         assert_eq!(dts.matches("export type RoomError =").count(), 1);
+    }
+
+    #[test]
+    fn identifiers_take_the_forms_the_server_accepts() {
+        let s = "string | number";
+        assert_eq!(
+            identifier_type(&[]),
+            "null | undefined | Record<string, never>"
+        );
+        assert_eq!(
+            identifier_type(&["chat_id"]),
+            format!("{s} | {{ chat_id: {s} }} | [{s}]")
+        );
+        assert_eq!(
+            identifier_type(&["a", "b"]),
+            format!("{{ a: {s}; b: {s} }} | [{s}, {s}]")
+        );
+        // Tuple structs: no object form.
+        assert_eq!(identifier_type(&["0"]), format!("{s} | [{s}]"));
+        assert_eq!(identifier_type(&["0", "1"]), format!("[{s}, {s}]"));
     }
 
     #[test]
