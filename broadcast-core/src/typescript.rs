@@ -10,7 +10,7 @@
 //! `leave_<key>` and their ack are typed from [`crate::join`]'s wire types
 //! ([`RoomNotice`](crate::join::RoomNotice),
 //! [`RoomError`](crate::join::RoomError),
-//! [`RoomReply`](crate::join::RoomReply), described by their
+//! [`RoomReply`], described by their
 //! [`WireShape`]s) and [`broadcast_rules::protocol`]'s names.
 //!
 //! ```
