@@ -1,9 +1,10 @@
 //! The generated TypeScript declarations type-check against the official
 //! `socket.io-client` with `tsc --noEmit` (npm packages from the committed
 //! lockfile in `tests/ts/`, installed with `npm ci` when missing).
+//! `tests/typescript_transcript.rs` checks them against what a real server
+//! sends.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod ts_common;
 
 use broadcast_core::{BroadcastEvent, Room};
 use schemars::JsonSchema;
@@ -59,29 +60,6 @@ struct ChatRoom {
     id: u64,
 }
 
-fn ts_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts")
-}
-
-fn npm_ready(dir: &Path) -> bool {
-    if dir.join("node_modules/.bin/tsc").exists() {
-        return true;
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    match Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .status()
-    {
-        Ok(s) if s.success() => true,
-        other => {
-            assert!(!ci, "npm ci failed in CI: {other:?}");
-            eprintln!("=== SKIPPING typescript check: npm/node not available ({other:?}) ===");
-            false
-        }
-    }
-}
-
 #[test]
 fn declarations_type_check_with_socket_io_client() {
     let dts = broadcast_core::typescript::declarations();
@@ -99,36 +77,31 @@ fn declarations_type_check_with_socket_io_client() {
     );
     assert!(dts.contains("\"join_chat\""), "{dts}");
 
-    let dir = ts_dir();
+    let dir = ts_common::ts_dir();
     std::fs::create_dir_all(dir.join("generated")).unwrap();
     std::fs::write(dir.join("generated/events.d.ts"), &dts).unwrap();
-    if !npm_ready(&dir) {
+    if !ts_common::npm_ready() {
         return;
     }
-    let out = Command::new(dir.join("node_modules/.bin/tsc"))
-        .args(["-p", "tsconfig.json"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = ts_common::tsc(&["-p", "tsconfig.json"]);
     assert!(
         out.status.success(),
-        "tsc rejected the declarations:\n{}\n{}\n--- events.d.ts ---\n{dts}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "tsc rejected the declarations:\n{}\n--- events.d.ts ---\n{dts}",
+        ts_common::text(&out)
     );
 }
 
 #[test]
 fn tsc_catches_a_wrong_client() {
     // The check above can fail: a client that misuses a payload is rejected.
-    let dir = ts_dir();
+    let dir = ts_common::ts_dir();
     std::fs::create_dir_all(dir.join("generated")).unwrap();
     std::fs::write(
         dir.join("generated/events.d.ts"),
         broadcast_core::typescript::declarations(),
     )
     .unwrap();
-    if !npm_ready(&dir) {
+    if !ts_common::npm_ready() {
         return;
     }
     let bad = dir.join("generated/bad.ts");
@@ -138,12 +111,7 @@ fn tsc_catches_a_wrong_client() {
          const p = {} as MessagePostedPayload;\nconst n: boolean = p.text;\nconsole.log(n);\n",
     )
     .unwrap();
-    let out = Command::new(dir.join("node_modules/.bin/tsc"))
-        .args(["--noEmit", "--strict", "--skipLibCheck"])
-        .arg(&bad)
-        .current_dir(&dir)
-        .output()
-        .unwrap();
+    let out = ts_common::tsc(&["--noEmit", "--strict", "--skipLibCheck", "generated/bad.ts"]);
     std::fs::remove_file(&bad).unwrap();
     assert!(!out.status.success(), "tsc accepted a wrong client");
     assert!(String::from_utf8_lossy(&out.stdout).contains("TS2322"));

@@ -5,7 +5,13 @@
 //! `socket.io-client` user gets typed `socket.on(..)` and `socket.emit(..)`.
 //!
 //! Payload types come from each payload's JSON Schema (feature `schema`);
-//! an event whose payload has no schema is typed `unknown`.
+//! an event whose payload has no schema is typed `unknown`. The protocol's
+//! own events (`joined`, `left`, `error`), the rooms' `join_<key>` /
+//! `leave_<key>` and their ack are typed from [`crate::join`]'s wire types
+//! ([`RoomNotice`](crate::join::RoomNotice),
+//! [`RoomError`](crate::join::RoomError),
+//! [`RoomReply`], described by their
+//! [`WireShape`]s) and [`broadcast_rules::protocol`]'s names.
 //!
 //! ```
 //! let dts = broadcast_core::typescript::declarations();
@@ -17,6 +23,9 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
+use broadcast_rules::protocol::{join_event, leave_event};
+
+use crate::join::{RoomReply, SERVER_EVENTS, WireShape, WireType};
 use crate::registry::{self, EventDescriptor, RoomDescriptor};
 
 /// Declarations for every registered event and room.
@@ -53,12 +62,9 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
         namespaces.insert(r.namespace);
     }
     out.push_str(&defs.out);
-    out.push_str(
-        "/** The reply a join or leave gets when the client asks for an acknowledgement. */\n\
-         export type RoomReply =\n  | { ok: true; room: string }\n  | { ok: false; error: RoomError };\n\n\
-         /** The payload of the `error` event (and of a failed ack). */\n\
-         export type RoomError =\n  | { type: \"validation_error\"; msg: string }\n  | { type: \"forbidden\"; room: string };\n\n",
-    );
+    for shape in protocol_shapes() {
+        out.push_str(&shape_declaration(shape));
+    }
     for ns in &namespaces {
         let prefix = ns_prefix(ns);
         let _ = writeln!(out, "/** Events the server sends on namespace `{ns}`. */");
@@ -73,18 +79,20 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
                 quote(e.name)
             );
         }
-        out.push_str("  joined: (reply: { room: string }) => void;\n");
-        out.push_str("  left: (reply: { room: string }) => void;\n");
-        out.push_str("  error: (error: RoomError) => void;\n}\n\n");
+        for (event, shape) in SERVER_EVENTS {
+            let _ = writeln!(out, "  {}: (payload: {}) => void;", prop(event), shape.name);
+        }
+        out.push_str("}\n\n");
         let _ = writeln!(out, "/** Events clients send on namespace `{ns}`. */");
         let _ = writeln!(out, "export interface {prefix}ClientToServerEvents {{");
         for r in rooms.iter().filter(|r| r.namespace == *ns) {
-            let data = identifier_type(r);
-            for verb in ["join", "leave"] {
+            let data = identifier_type(r.fields);
+            for event in [join_event(r.key), leave_event(r.key)] {
                 let _ = writeln!(
                     out,
-                    "  {}: (data: {data}, ack?: (reply: RoomReply) => void) => void;",
-                    quote(&format!("{verb}_{}", r.key))
+                    "  {}: (data: {data}, ack?: (reply: {}) => void) => void;",
+                    quote(&event),
+                    RoomReply::SHAPE.name
                 );
             }
         }
@@ -93,21 +101,84 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
     out
 }
 
-/// A room's identifier as clients send it: a scalar for one field, or an
-/// object or array of its fields.
-fn identifier_type(r: &RoomDescriptor) -> String {
-    let scalar = "string | number";
-    match r.fields {
-        [] => "null | undefined | Record<string, never>".to_string(),
-        [one] => format!("{scalar} | {{ {}: {scalar} }} | [{scalar}]", prop(one)),
-        many => {
-            let obj: Vec<String> = many
-                .iter()
-                .map(|f| format!("{}: {scalar}", prop(f)))
-                .collect();
-            let arr: Vec<&str> = many.iter().map(|_| scalar).collect();
-            format!("{{ {} }} | [{}]", obj.join("; "), arr.join(", "))
+/// The protocol's shapes: those of its events and its ack, and the shapes
+/// they contain, each once, in that order.
+fn protocol_shapes() -> Vec<&'static WireShape> {
+    let mut todo: Vec<&'static WireShape> = SERVER_EVENTS.iter().map(|(_, s)| *s).collect();
+    todo.push(&RoomReply::SHAPE);
+    let mut out: Vec<&'static WireShape> = Vec::new();
+    while !todo.is_empty() {
+        let shape = todo.remove(0);
+        if out.iter().any(|s| s.name == shape.name) {
+            continue;
         }
+        out.push(shape);
+        for field in shape.variants.iter().flat_map(|v| v.iter()) {
+            if let WireType::Shape(inner) = field.ty {
+                todo.push(inner);
+            }
+        }
+    }
+    out
+}
+
+/// `export type Name = { .. } | { .. };` for one protocol shape.
+fn shape_declaration(shape: &WireShape) -> String {
+    let variants: Vec<String> = shape
+        .variants
+        .iter()
+        .map(|fields| {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|f| {
+                    let opt = if f.optional { "?" } else { "" };
+                    format!("{}{opt}: {}", prop(f.name), wire_type(f.ty))
+                })
+                .collect();
+            format!("{{ {} }}", fields.join("; "))
+        })
+        .collect();
+    let body = match variants.as_slice() {
+        [one] => format!(" {one}"),
+        many => many.iter().map(|v| format!("\n  | {v}")).collect(),
+    };
+    format!(
+        "/** {} */\nexport type {} ={body};\n\n",
+        shape.doc, shape.name
+    )
+}
+
+fn wire_type(ty: WireType) -> String {
+    match ty {
+        WireType::String => "string".into(),
+        WireType::Tag(tag) => quote(tag),
+        WireType::Bool(b) => b.to_string(),
+        WireType::Shape(shape) => shape.name.into(),
+    }
+}
+
+/// A room's identifier as clients send it: a scalar for one field, an
+/// array of its fields, or an object of them (named fields only: the
+/// server refuses `{"0": ..}` for a tuple struct).
+fn identifier_type(fields: &[&str]) -> String {
+    let scalar = "string | number";
+    // Tuple structs' fields are named by position.
+    let named = !fields.iter().any(|f| f.chars().all(|c| c.is_ascii_digit()));
+    let obj = || {
+        let props: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{}: {scalar}", prop(f)))
+            .collect();
+        format!("{{ {} }}", props.join("; "))
+    };
+    let arr: Vec<&str> = fields.iter().map(|_| scalar).collect();
+    let arr = format!("[{}]", arr.join(", "));
+    match (fields, named) {
+        ([], _) => "null | undefined | Record<string, never>".to_string(),
+        ([_], true) => format!("{scalar} | {} | {arr}", obj()),
+        ([_], false) => format!("{scalar} | {arr}"),
+        (_, true) => format!("{} | {arr}", obj()),
+        (_, false) => arr,
     }
 }
 
@@ -360,6 +431,57 @@ mod tests {
         );
         assert_eq!(d.ty(&json!(true)), "unknown");
         assert_eq!(d.ty(&json!("garbage")), "unknown");
+    }
+
+    #[test]
+    fn protocol_types_come_from_the_wire_shapes() {
+        let dts = declarations_for(&[], &[]);
+        assert!(
+            dts.contains(
+                "export type RoomError =\n  \
+                 | { type: \"forbidden\"; room: string }\n  \
+                 | { type: \"validation_error\"; msg: string; key?: string; room?: string };"
+            ),
+            "{dts}"
+        );
+        assert!(
+            dts.contains(
+                "export type RoomReply =\n  \
+                 | { ok: true; room: string }\n  \
+                 | { ok: false; error: RoomError };"
+            ),
+            "{dts}"
+        );
+        assert!(
+            dts.contains("export type RoomNotice = { room: string };"),
+            "{dts}"
+        );
+        for (event, shape) in SERVER_EVENTS {
+            let line = format!("  {event}: (payload: {}) => void;", shape.name);
+            assert!(dts.contains(&line), "{line}\n{dts}");
+        }
+        // Each shape once, the nested one too.
+        assert_eq!(dts.matches("export type RoomError =").count(), 1);
+    }
+
+    #[test]
+    fn identifiers_take_the_forms_the_server_accepts() {
+        let s = "string | number";
+        assert_eq!(
+            identifier_type(&[]),
+            "null | undefined | Record<string, never>"
+        );
+        assert_eq!(
+            identifier_type(&["chat_id"]),
+            format!("{s} | {{ chat_id: {s} }} | [{s}]")
+        );
+        assert_eq!(
+            identifier_type(&["a", "b"]),
+            format!("{{ a: {s}; b: {s} }} | [{s}, {s}]")
+        );
+        // Tuple structs: no object form.
+        assert_eq!(identifier_type(&["0"]), format!("{s} | [{s}]"));
+        assert_eq!(identifier_type(&["0", "1"]), format!("[{s}, {s}]"));
     }
 
     #[test]

@@ -67,8 +67,11 @@
 //! | refused by the authorizer, anonymous socket on an authorized room, or a server-only room | `error` `{"type": "forbidden", "room": "chat\|1"}` | `{"ok": false, "error": {...same...}}` |
 //! | anything else (bad data, unknown key, too large, room limit, authorizer said invalid) | `error` `{"type": "validation_error", "msg": "...", "key": "chat"}` (plus `"room"` once the data named one) | `{"ok": false, "error": {...same...}}` |
 //!
-//! The event names are [`broadcast_rules::protocol`]'s. The event is sent
-//! before the ack, so a client that awaited the ack has the event already.
+//! The event names are [`broadcast_rules::protocol`]'s; the payloads are
+//! the wire types [`RoomNotice`], [`RoomError`] and [`RoomReply`] (the ack),
+//! whose [`WireShape`]s the generated TypeScript is made from. The event is
+//! sent before the ack, so a client that awaited the ack has the event
+//! already.
 //! Once `joined` is sent, the socket is in the room.
 //!
 //! Rules:
@@ -105,6 +108,7 @@ pub(crate) mod descriptor;
 pub(crate) mod fields;
 mod joinable;
 mod protocol;
+mod wire;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,6 +127,7 @@ use descriptor::RoomDescriptor;
 pub use joinable::{Access, Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
 pub use protocol::JoinError;
 use protocol::RoomsMiddleware;
+pub use wire::{RoomError, RoomNotice, RoomReply, SERVER_EVENTS, WireField, WireShape, WireType};
 
 use crate::util::BoxFuture;
 

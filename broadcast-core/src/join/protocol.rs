@@ -6,7 +6,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::json;
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, TryData};
 use socketioxide::handler::{
@@ -22,6 +21,7 @@ use super::RoomsInner;
 use super::context::{Handshake, JoinContext};
 use super::descriptor::{ParsedRoom, RoomDescriptor};
 use super::joinable::{Access, Authorization, RoomDataError};
+use super::wire::{RoomError, RoomNotice, RoomReply};
 use crate::util::echo;
 
 /// Why a join or leave was refused. Every variant names the room key or the
@@ -106,24 +106,31 @@ pub enum JoinError {
 }
 
 impl JoinError {
-    /// The fast_app-compatible `error` payload:
-    /// `{"type": "forbidden", "room": "<name>"}` for [`Forbidden`](Self::Forbidden),
-    /// otherwise `{"type": "validation_error", "msg": "...", "key": "<key>"}`
-    /// (plus `"room"` when the room is known).
-    pub fn payload(&self) -> serde_json::Value {
+    /// What the client receives: the `error` event's payload, and the
+    /// `error` of the failed ack. [`Forbidden`](Self::Forbidden) is
+    /// [`RoomError::Forbidden`]; every other error is a
+    /// [`RoomError::ValidationError`] with this error's message, its
+    /// [`key`](Self::key) and, when the data named one, its
+    /// [`room`](Self::room).
+    pub fn to_wire(&self) -> RoomError {
         match self {
-            Self::Forbidden { room } => json!({"type": "forbidden", "room": room}),
-            other => {
-                let mut v = json!({"type": "validation_error", "msg": other.to_string()});
-                if let Some(key) = other.key() {
-                    v["key"] = key.into();
-                }
-                if let Some(room) = other.room() {
-                    v["room"] = room.into();
-                }
-                v
-            }
+            Self::Forbidden { room } => RoomError::Forbidden { room: room.clone() },
+            other => RoomError::ValidationError {
+                msg: other.to_string(),
+                key: other.key().map(str::to_owned),
+                room: other.room().map(str::to_owned),
+            },
         }
+    }
+
+    /// The fast_app-compatible `error` payload ([`to_wire`](Self::to_wire)
+    /// as JSON): `{"type": "forbidden", "room": "<name>"}` for
+    /// [`Forbidden`](Self::Forbidden), otherwise
+    /// `{"type": "validation_error", "msg": "...", "key": "<key>"}` (plus
+    /// `"room"` when the room is known).
+    pub fn payload(&self) -> serde_json::Value {
+        // A tag and strings: serializing them into a `Value` cannot fail.
+        serde_json::to_value(self.to_wire()).unwrap_or_default()
     }
 
     /// The room key, when the error has one.
@@ -505,6 +512,14 @@ async fn wait_connected<A: Adapter>(socket: &Socket<A>) -> bool {
     socket.connected()
 }
 
+/// The payload of a reply event: `joined`/`left`'s or `error`'s.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Payload {
+    Notice(RoomNotice),
+    Error(RoomError),
+}
+
 /// Sends the event reply (`joined`/`left`, or `error`) and then the ack, so
 /// a client that awaited the ack already has the event.
 async fn reply<A: Adapter>(
@@ -516,14 +531,14 @@ async fn reply<A: Adapter>(
     let (event, event_payload, ack_payload) = match result {
         Ok((room, notify)) => {
             tracing::trace!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %room, event, "ok");
-            let ack = json!({"ok": true, "room": room});
-            (notify.then_some(event), json!({"room": room}), ack)
+            let notice = Payload::Notice(RoomNotice { room: room.clone() });
+            (notify.then_some(event), notice, RoomReply::Ok { room })
         }
         Err(error) => {
             tracing::debug!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %error, "join/leave refused");
-            let payload = error.payload();
-            let ack = json!({"ok": false, "error": payload});
-            (Some(ERROR_EVENT), payload, ack)
+            let error = error.to_wire();
+            let payload = Payload::Error(error.clone());
+            (Some(ERROR_EVENT), payload, RoomReply::Err { error })
         }
     };
     if let Some(event) = event
@@ -561,5 +576,77 @@ async fn send_patiently(mut send: impl FnMut() -> Result<(), SendError>) -> Resu
             }
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// `payload()` as it was written before the wire types.
+    fn by_hand(e: &JoinError) -> Value {
+        match e {
+            JoinError::Forbidden { room } => json!({"type": "forbidden", "room": room}),
+            other => {
+                let mut v = json!({"type": "validation_error", "msg": other.to_string()});
+                if let Some(key) = other.key() {
+                    v["key"] = key.into();
+                }
+                if let Some(room) = other.room() {
+                    v["room"] = room.into();
+                }
+                v
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_are_byte_for_byte_what_they_were() {
+        let errors = [
+            JoinError::UnknownKey { key: "nope".into() },
+            JoinError::WrongNamespace {
+                key: "audit".into(),
+                namespace: "/admin",
+            },
+            JoinError::TooLarge {
+                key: "pair",
+                size: 5000,
+                limit: 4096,
+            },
+            JoinError::Undecodable {
+                key: "pair",
+                msg: "eof".into(),
+            },
+            JoinError::Data(RoomDataError::MissingField {
+                key: "pair",
+                field: "b",
+            }),
+            JoinError::Invalid {
+                room: "chat|404".into(),
+                msg: "chat 404 does not exist".into(),
+            },
+            JoinError::Forbidden {
+                room: "chat|1".into(),
+            },
+            JoinError::TooManyRooms {
+                room: "chat|1".into(),
+                limit: 3,
+            },
+            JoinError::Disconnected {
+                room: "chat|1".into(),
+            },
+        ];
+        for e in &errors {
+            let (new, old) = (e.payload(), by_hand(e));
+            assert_eq!(new.to_string(), old.to_string(), "{e:?}");
+            // The typed value the handlers send is the same JSON.
+            assert_eq!(serde_json::to_value(e.to_wire()).unwrap(), old, "{e:?}");
+        }
+        assert_eq!(
+            errors[0].payload().to_string(),
+            r#"{"key":"nope","msg":"unknown room key `nope`","type":"validation_error"}"#
+        );
     }
 }

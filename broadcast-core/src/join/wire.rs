@@ -1,0 +1,370 @@
+//! What the join protocol sends to clients, once: the Rust types the
+//! handlers serialize ([`RoomNotice`], [`RoomError`], [`RoomReply`]) and,
+//! next to each, its [`WireShape`]: the same shape described for client-type
+//! generators ([`typescript`](crate::typescript) renders it).
+//!
+//! A unit test serializes every variant of every type, with each optional
+//! field present and absent, and fails if the JSON and the shape disagree;
+//! `tests/typescript_transcript.rs` type-checks what a real server sends
+//! against the generated declarations.
+
+use broadcast_rules::protocol::{ERROR_EVENT, JOINED_EVENT, LEFT_EVENT};
+use serde::ser::{Serialize, SerializeStruct, Serializer};
+
+/// The payload of `joined` and `left`: `{"room": "chat|1"}`.
+///
+/// ```
+/// use broadcast_core::join::RoomNotice;
+/// let n = RoomNotice { room: "chat|1".into() };
+/// assert_eq!(serde_json::to_string(&n).unwrap(), r#"{"room":"chat|1"}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoomNotice {
+    /// The room's name.
+    pub room: String,
+}
+
+impl RoomNotice {
+    /// The shape of [`RoomNotice`] on the wire.
+    pub const SHAPE: WireShape = WireShape {
+        name: "RoomNotice",
+        doc: "The payload of `joined` and `left`.",
+        variants: &[&[WireField::required("room", WireType::String)]],
+    };
+}
+
+/// The payload of the `error` event, and the `error` of a failed ack:
+/// `{"type": "forbidden", "room": ...}` or
+/// `{"type": "validation_error", "msg": ..., "key"?: ..., "room"?: ...}`.
+///
+/// ```
+/// use broadcast_core::join::RoomError;
+/// let e = RoomError::ValidationError { msg: "no".into(), key: Some("chat".into()), room: None };
+/// assert_eq!(
+///     serde_json::to_string(&e).unwrap(),
+///     r#"{"type":"validation_error","msg":"no","key":"chat"}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RoomError {
+    /// The socket may not be in the room.
+    Forbidden {
+        /// The room's name.
+        room: String,
+    },
+    /// The request was refused for any other reason.
+    ValidationError {
+        /// What was wrong, for people.
+        msg: String,
+        /// The room key, when the request named one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+        /// The room's name, once the data named one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
+}
+
+impl RoomError {
+    /// The shape of [`RoomError`] on the wire.
+    pub const SHAPE: WireShape = WireShape {
+        name: "RoomError",
+        doc: "The payload of the `error` event (and of a failed ack).",
+        variants: &[
+            &[
+                WireField::required("type", WireType::Tag("forbidden")),
+                WireField::required("room", WireType::String),
+            ],
+            &[
+                WireField::required("type", WireType::Tag("validation_error")),
+                WireField::required("msg", WireType::String),
+                WireField::optional("key", WireType::String),
+                WireField::optional("room", WireType::String),
+            ],
+        ],
+    };
+}
+
+/// The ack of `join_<key>` and `leave_<key>`, when the client asked for one:
+/// `{"ok": true, "room": ...}` or `{"ok": false, "error": <RoomError>}`.
+///
+/// ```
+/// use broadcast_core::join::{RoomError, RoomReply};
+/// let ok = RoomReply::Ok { room: "lobby".into() };
+/// assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":true,"room":"lobby"}"#);
+/// let refused = RoomReply::Err { error: RoomError::Forbidden { room: "chat|1".into() } };
+/// assert_eq!(
+///     serde_json::to_string(&refused).unwrap(),
+///     r#"{"ok":false,"error":{"type":"forbidden","room":"chat|1"}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomReply {
+    /// Joined (or already in the room), or left.
+    Ok {
+        /// The room's name.
+        room: String,
+    },
+    /// Refused; the same payload as the `error` event.
+    Err {
+        /// Why.
+        error: RoomError,
+    },
+}
+
+impl RoomReply {
+    /// The shape of [`RoomReply`] on the wire.
+    pub const SHAPE: WireShape = WireShape {
+        name: "RoomReply",
+        doc: "The reply a join or leave gets when the client asks for an acknowledgement.",
+        variants: &[
+            &[
+                WireField::required("ok", WireType::Bool(true)),
+                WireField::required("room", WireType::String),
+            ],
+            &[
+                WireField::required("ok", WireType::Bool(false)),
+                WireField::required("error", WireType::Shape(&RoomError::SHAPE)),
+            ],
+        ],
+    };
+}
+
+impl Serialize for RoomReply {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("RoomReply", 2)?;
+        match self {
+            Self::Ok { room } => {
+                s.serialize_field("ok", &true)?;
+                s.serialize_field("room", room)?;
+            }
+            Self::Err { error } => {
+                s.serialize_field("ok", &false)?;
+                s.serialize_field("error", error)?;
+            }
+        }
+        s.end()
+    }
+}
+
+/// Every event the join protocol sends to clients, with its payload's shape.
+/// The names are [`broadcast_rules::protocol`]'s.
+pub const SERVER_EVENTS: &[(&str, &WireShape)] = &[
+    (JOINED_EVENT, &RoomNotice::SHAPE),
+    (LEFT_EVENT, &RoomNotice::SHAPE),
+    (ERROR_EVENT, &RoomError::SHAPE),
+];
+
+/// A JSON object type the protocol sends, described for generators of
+/// client types: one object per variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireShape {
+    /// The type's name (the same as the Rust type's).
+    pub name: &'static str,
+    /// One line for the generated type's doc comment.
+    pub doc: &'static str,
+    /// The variants' fields, in the order the server writes them.
+    pub variants: &'static [&'static [WireField]],
+}
+
+/// A field of a [`WireShape`] variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireField {
+    /// The JSON key.
+    pub name: &'static str,
+    /// The value's type.
+    pub ty: WireType,
+    /// Whether the key may be absent; an optional field is never `null`.
+    pub optional: bool,
+}
+
+impl WireField {
+    /// A field that is always there.
+    pub const fn required(name: &'static str, ty: WireType) -> Self {
+        Self {
+            name,
+            ty,
+            optional: false,
+        }
+    }
+
+    /// A field that is there or absent, never `null`.
+    pub const fn optional(name: &'static str, ty: WireType) -> Self {
+        Self {
+            name,
+            ty,
+            optional: true,
+        }
+    }
+}
+
+/// The type of a [`WireField`]'s value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireType {
+    /// Any string.
+    String,
+    /// Exactly this string: the variant's tag.
+    Tag(&'static str),
+    /// Exactly this boolean.
+    Bool(bool),
+    /// An object of another shape.
+    Shape(&'static WireShape),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Every variant of every wire type, each optional field present and
+    /// absent. The struct literals and the matches (no `..`, no `_` arm)
+    /// make a new field or variant fail to compile until it has examples
+    /// here, and then fail [`the_shapes_describe_the_json`] until its shape
+    /// has it too.
+    fn examples() -> Vec<(&'static WireShape, Value)> {
+        let notices = [RoomNotice { room: "r".into() }];
+        let errors = [
+            RoomError::Forbidden { room: "r".into() },
+            RoomError::ValidationError {
+                msg: "m".into(),
+                key: Some("k".into()),
+                room: Some("r".into()),
+            },
+            RoomError::ValidationError {
+                msg: "m".into(),
+                key: None,
+                room: None,
+            },
+        ];
+        let mut replies = vec![RoomReply::Ok { room: "r".into() }];
+        replies.extend(errors.iter().map(|e| RoomReply::Err { error: e.clone() }));
+        for e in &errors {
+            match e {
+                RoomError::Forbidden { room: _ } => {}
+                RoomError::ValidationError {
+                    msg: _,
+                    key: _,
+                    room: _,
+                } => {}
+            }
+        }
+        for r in &replies {
+            match r {
+                RoomReply::Ok { room: _ } | RoomReply::Err { error: _ } => {}
+            }
+        }
+        let mut out = Vec::new();
+        for n in &notices {
+            out.push((&RoomNotice::SHAPE, serde_json::to_value(n).unwrap()));
+        }
+        for e in &errors {
+            out.push((&RoomError::SHAPE, serde_json::to_value(e).unwrap()));
+        }
+        for r in &replies {
+            out.push((&RoomReply::SHAPE, serde_json::to_value(r).unwrap()));
+        }
+        out
+    }
+
+    /// The variants of `shape` that `value` is an instance of.
+    fn matching(shape: &WireShape, value: &Value) -> Vec<usize> {
+        let Some(obj) = value.as_object() else {
+            return vec![];
+        };
+        (0..shape.variants.len())
+            .filter(|&i| {
+                let fields = shape.variants[i];
+                let known = obj
+                    .keys()
+                    .all(|k| fields.iter().any(|f| f.name == k.as_str()));
+                let complete = fields.iter().all(|f| match obj.get(f.name) {
+                    None => f.optional,
+                    Some(v) => is(f.ty, v),
+                });
+                known && complete
+            })
+            .collect()
+    }
+
+    fn is(ty: WireType, v: &Value) -> bool {
+        match ty {
+            WireType::String => v.is_string(),
+            WireType::Tag(t) => v.as_str() == Some(t),
+            WireType::Bool(b) => v.as_bool() == Some(b),
+            WireType::Shape(s) => matching(s, v).len() == 1,
+        }
+    }
+
+    #[test]
+    fn the_shapes_describe_the_json() {
+        // (shape, variant, field, present)
+        let mut seen = BTreeSet::new();
+        for (shape, value) in examples() {
+            let m = matching(shape, &value);
+            assert_eq!(m.len(), 1, "{} does not describe {value}", shape.name);
+            let obj = value.as_object().unwrap();
+            for f in shape.variants[m[0]] {
+                seen.insert((shape.name, m[0], f.name, obj.contains_key(f.name)));
+            }
+        }
+        // Every field of every shape was seen, and optional ones both ways.
+        for shape in [&RoomNotice::SHAPE, &RoomError::SHAPE, &RoomReply::SHAPE] {
+            for (i, fields) in shape.variants.iter().enumerate() {
+                for f in *fields {
+                    assert!(
+                        seen.contains(&(shape.name, i, f.name, true)),
+                        "{}.{} never sent",
+                        shape.name,
+                        f.name
+                    );
+                    assert_eq!(
+                        seen.contains(&(shape.name, i, f.name, false)),
+                        f.optional,
+                        "{}.{}: optional in the shape iff absent in some JSON",
+                        shape.name,
+                        f.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_shapes_are_named_after_the_types() {
+        for (shape, ty) in [
+            (&RoomNotice::SHAPE, std::any::type_name::<RoomNotice>()),
+            (&RoomError::SHAPE, std::any::type_name::<RoomError>()),
+            (&RoomReply::SHAPE, std::any::type_name::<RoomReply>()),
+        ] {
+            assert!(ty.ends_with(&format!("::{}", shape.name)), "{ty}");
+        }
+    }
+
+    #[test]
+    fn every_protocol_event_has_a_shape() {
+        let described: Vec<&str> = SERVER_EVENTS.iter().map(|(e, _)| *e).collect();
+        assert_eq!(described, broadcast_rules::protocol::PROTOCOL_EVENTS);
+    }
+
+    #[test]
+    fn a_shape_rejects_other_json() {
+        let s = &RoomReply::SHAPE;
+        assert_eq!(matching(s, &json!({"ok": true, "room": "r"})), [0]);
+        assert!(matching(s, &json!({"ok": true, "room": "r", "x": 1})).is_empty());
+        assert!(matching(s, &json!({"ok": true})).is_empty());
+        assert!(matching(s, &json!({"ok": false, "error": {"type": "forbidden"}})).is_empty());
+        let e = &RoomError::SHAPE;
+        assert!(
+            matching(
+                e,
+                &json!({"type": "validation_error", "msg": "m", "key": null})
+            )
+            .is_empty()
+        );
+    }
+}
