@@ -95,6 +95,20 @@ struct MessagePosted {
     text: String,
 }
 
+/// Server-only (neither `public` nor `authorize`): the authenticator puts
+/// each user in their own.
+#[derive(Room)]
+struct InboxRoom {
+    user: u64,
+}
+
+#[derive(Serialize, BroadcastEvent)]
+#[broadcast(on = InboxRoom { user: self.user })]
+struct InboxMessage {
+    user: u64,
+    text: String,
+}
+
 #[derive(Serialize, BroadcastEvent)]
 #[broadcast(on = LobbyRoom)]
 struct Announcement {
@@ -109,13 +123,15 @@ struct AuditLogged {
 }
 
 async fn authenticate(h: Handshake) -> Result<Option<User>, String> {
-    match h.auth().get("token").and_then(Value::as_str) {
-        None => Ok(None),
-        Some("t1") => Ok(Some(User { id: 1 })),
-        Some("t7") => Ok(Some(User { id: 7 })),
-        Some("t8") => Ok(Some(User { id: 8 })),
-        Some(_) => Err("invalid token".into()),
-    }
+    let user = match h.auth().get("token").and_then(Value::as_str) {
+        None => return Ok(None),
+        Some("t1") => User { id: 1 },
+        Some("t7") => User { id: 7 },
+        Some("t8") => User { id: 8 },
+        Some(_) => return Err("invalid token".into()),
+    };
+    h.join(&InboxRoom { user: user.id });
+    Ok(Some(user))
 }
 
 struct Server {
@@ -458,15 +474,19 @@ async fn bad_requests_get_validation_errors() {
     }
     let ack = ask(&seven, "/", "join_chat", json!(404)).await;
     assert_eq!(ack["error"]["room"], "chat|404");
-    // Only its own id room (every socket is in it): no room was joined.
-    assert_eq!(
-        s.io.of("/")
-            .unwrap()
-            .get_socket(sid.parse().unwrap())
-            .unwrap()
-            .rooms(),
-        std::slice::from_ref(&sid)
-    );
+    // Only its own id room (every socket is in it) and the inbox the
+    // authenticator put it in: no room was joined.
+    let mut rooms = s
+        .io
+        .of("/")
+        .unwrap()
+        .get_socket(sid.parse().unwrap())
+        .unwrap()
+        .rooms();
+    rooms.sort();
+    let mut expected = vec![sid.clone(), "inbox|7".to_owned()];
+    expected.sort();
+    assert_eq!(rooms, expected);
 }
 
 #[tokio::test]
@@ -495,4 +515,37 @@ async fn a_socket_can_be_in_a_limited_number_of_rooms() {
         true
     );
     assert_eq!(ask(&c, "/", "join_pair", json!([3, "x"])).await["ok"], true);
+}
+
+#[tokio::test]
+async fn server_only_rooms_are_joined_by_the_server_alone() {
+    let s = server().await;
+    let mut c7 = client(&s, Some("t7")).await;
+    let sid7 = c7.sid("/").unwrap();
+    // The authenticator put the socket in its inbox before the connect was
+    // acknowledged, so an event sent right away arrives.
+    assert!(in_room(&s.io, "/", "inbox|7", &sid7));
+    s.broadcaster
+        .broadcast(InboxMessage {
+            user: 7,
+            text: "welcome".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(expect(&mut c7, "inbox_message").await["text"], "welcome");
+
+    // No client joins one, not even the one it is in (the answer does not
+    // tell whether it is), nor another user's.
+    for (user, room) in [(7, "inbox|7"), (8, "inbox|8")] {
+        let forbidden = json!({"type": "forbidden", "room": room});
+        let ack = ask(&c7, "/", "join_inbox", json!(user)).await;
+        assert_eq!(ack, json!({"ok": false, "error": forbidden}));
+        assert_eq!(expect(&mut c7, "error").await, forbidden);
+    }
+    assert!(!in_room(&s.io, "/", "inbox|8", &sid7));
+    let anonymous = client(&s, None).await;
+    let ack = ask(&anonymous, "/", "join_inbox", json!(7)).await;
+    assert_eq!(ack["error"]["type"], "forbidden");
+    let sid = anonymous.sid("/").unwrap();
+    assert!(!in_room(&s.io, "/", "inbox|7", &sid));
 }

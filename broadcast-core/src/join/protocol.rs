@@ -358,6 +358,19 @@ async fn join<A: Adapter>(
     let room = parse(rooms, entry, call)?;
     let name = room.name();
     let limit = rooms.max_rooms_per_socket;
+    // Who may ask at all comes first, so a client learns nothing, not even
+    // whether the server put it in a server-only room.
+    let ctx = JoinContext::for_socket(&socket);
+    let allowed_to_ask = match entry.access {
+        Access::Public => true,
+        Access::Authorized => ctx.is_authenticated(),
+        Access::ServerOnly => false,
+    };
+    if !allowed_to_ask {
+        return Err(JoinError::Forbidden {
+            room: name.to_owned(),
+        });
+    }
     // Checked before authorizing too, so a socket at its limit cannot make
     // the server run authorizers (database queries) for nothing.
     match membership(&socket, name) {
@@ -369,17 +382,6 @@ async fn join<A: Adapter>(
             });
         }
         Membership::NotMember { .. } => {}
-    }
-    let ctx = JoinContext::for_socket(&socket);
-    let allowed_to_ask = match entry.access {
-        Access::Public => true,
-        Access::Authorized => ctx.is_authenticated(),
-        Access::ServerOnly => false,
-    };
-    if !allowed_to_ask {
-        return Err(JoinError::Forbidden {
-            room: name.to_owned(),
-        });
     }
     match entry.authorize(&ctx, &room).await {
         Authorization::Allow => {}
