@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use broadcast_core::join::{Handshake, JoinContext, Rooms};
 use broadcast_core::{Authorization, BroadcastEvent, Broadcaster, Room};
+use broadcast_test_support::sio_client::{ClientError, Received, SioClient};
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef};
-use support::client::{ClientError, Received, SioClient};
 
 /// Upper bound for any single wait; never a pass condition.
 const T: Duration = Duration::from_secs(10);
