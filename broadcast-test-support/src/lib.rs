@@ -6,6 +6,7 @@
 //! - [`redis`]: `redis-server` processes and clusters on free loopback ports,
 //!   and commands to them through fred.
 //! - [`ports`]: free loopback ports, never the shared Redis's.
+//! - [`process`]: children that die with the process that started them.
 //! - [`env`]: the CI policy (a missing binary skips loudly outside CI and
 //!   fails in CI) and temp dirs.
 //! - [`HarnessError`]: the one error of all of them.
@@ -13,6 +14,7 @@
 pub mod env;
 mod error;
 pub mod ports;
+pub mod process;
 pub mod redis;
 pub mod server;
 pub mod sio_client;

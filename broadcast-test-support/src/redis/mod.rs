@@ -61,6 +61,7 @@ pub use crate::error::HarnessError;
 use crate::error::io_err;
 use crate::ports;
 pub use crate::ports::{LOOPBACK, free_port};
+use crate::process::die_with_parent;
 
 /// How long a server gets to answer `PING` after being spawned.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -475,26 +476,6 @@ async fn answering_pid(port: u16, timeout: Duration) -> Option<u32> {
         line.strip_prefix("process_id:")
             .and_then(|v| v.trim().parse().ok())
     })
-}
-
-/// Linux: asks the kernel to SIGKILL the child when the spawning thread exits.
-fn die_with_parent(cmd: &mut Command) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: prctl is async-signal-safe, and nothing else runs between
-        // fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cmd;
 }
 
 fn file_len(path: &Path) -> u64 {
