@@ -154,19 +154,7 @@ impl RedisServer {
         let Some(binary) = locate_binary("redis-server", test_name)? else {
             return Ok(None);
         };
-        let dir = TempDir::new(DIR_PREFIX)?;
-        let mut server = RedisServer {
-            binary,
-            mode,
-            extra_args: options.args.into_iter().map(OsString::from).collect(),
-            die_with_parent: options.die_with_parent,
-            ports: Vec::new(),
-            log_path: dir.path().join("redis.log"),
-            stdio_path: dir.path().join("stdio.log"),
-            dir,
-            log_offsets: (0, 0),
-            child: None,
-        };
+        let mut server = RedisServer::unspawned(binary, mode, options)?;
         let started = Instant::now();
         let mut last = None;
         for attempt in 1..=PORT_ATTEMPTS {
@@ -195,6 +183,23 @@ impl RedisServer {
             last: Box::new(
                 last.unwrap_or_else(|| HarnessError::NoFreePort("no attempt was made".into())),
             ),
+        })
+    }
+
+    /// A server with its temp dir, no port and no process yet.
+    fn unspawned(binary: PathBuf, mode: Mode, options: Options) -> Result<Self, HarnessError> {
+        let dir = TempDir::new(DIR_PREFIX)?;
+        Ok(RedisServer {
+            binary,
+            mode,
+            extra_args: options.args.into_iter().map(OsString::from).collect(),
+            die_with_parent: options.die_with_parent,
+            ports: Vec::new(),
+            log_path: dir.path().join("redis.log"),
+            stdio_path: dir.path().join("stdio.log"),
+            dir,
+            log_offsets: (0, 0),
+            child: None,
         })
     }
 
@@ -507,22 +512,12 @@ mod tests {
         let Some(first) = RedisServer::start().await.unwrap() else {
             return;
         };
-        let dir = TempDir::new(DIR_PREFIX).unwrap();
-        let mut second = RedisServer {
-            binary: first.binary.clone(),
-            mode: Mode::Standalone,
-            extra_args: Vec::new(),
-            die_with_parent: false,
-            // Not reserved: dropping `second` must not free `first`'s port.
-            ports: Vec::new(),
-            log_path: dir.path().join("redis.log"),
-            stdio_path: dir.path().join("stdio.log"),
-            dir,
-            log_offsets: (0, 0),
-            child: None,
-        };
+        let mut second =
+            RedisServer::unspawned(first.binary.clone(), Mode::Standalone, Options::default())
+                .unwrap();
         // Spawn on the port `first` holds: `first` answers PING, but with
-        // another pid, so this must end as PortInUse, not as "ready".
+        // another pid, so this must end as PortInUse, not as "ready". Not
+        // reserved: dropping `second` must not free `first`'s port.
         second.ports = vec![first.port()];
         second.spawn().unwrap();
         let err = second.await_startup(START_TIMEOUT).await.unwrap_err();
