@@ -4,7 +4,7 @@
 use std::io;
 use std::time::Duration;
 
-/// Errors of the Redis test harness.
+/// Errors of the test support: Redis processes, ports, binaries, temp dirs.
 ///
 /// `Debug` prints the same text as `Display`, so a test returning
 /// `Result<(), HarnessError>` fails with a readable message and log tail.
