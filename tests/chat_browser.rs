@@ -13,7 +13,8 @@ mod chat_common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use chat_common::{ChatServer, NodeDriver, TempDir, is_ci, loud, npm_ready, workspace};
+use broadcast_test_support::env::{TempDir, is_ci, loud};
+use chat_common::{ChatServer, NodeDriver, npm_ready, workspace};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -148,7 +149,7 @@ async fn a_person_chats_in_a_real_browser() {
     }
     let server = ChatServer::start().await;
     let url = format!("{}/", server.url());
-    let profile = TempDir::new("chat-browser-profile");
+    let profile = TempDir::new("chat-browser-profile").expect("a temp dir");
     let profile_dir = profile.path().to_string_lossy().into_owned();
     let mut b = Browser {
         d: NodeDriver::spawn(

@@ -10,10 +10,11 @@ mod chat_common;
 
 use std::process::{Command, Stdio};
 
-use chat_common::{ChatServer, Proc, TempDir, WAIT, assert_message, example_bin, unix_now};
+use broadcast_test_support::env::TempDir;
+use broadcast_test_support::redis::RedisServer;
+use broadcast_test_support::sio_client::SioClient;
+use chat_common::{ChatServer, Proc, WAIT, assert_message, example_bin, unix_now};
 use serde_json::{Value, json};
-use support::client::SioClient;
-use support::redis_server::RedisServer;
 
 async fn client(server: &ChatServer, user: &str) -> SioClient {
     SioClient::connect(server.addr, "/", Some(json!({"user": user})))
@@ -45,7 +46,7 @@ async fn next(c: &mut SioClient, who: &str, name: &str) -> Value {
 
 /// Runs the worker example to completion; returns its stdout.
 async fn run_worker(redis_url: &str, args: &[&str]) -> String {
-    let dir = TempDir::new("chat-worker");
+    let dir = TempDir::new("chat-worker").expect("a temp dir");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let child = Command::new(example_bin("worker"))

@@ -11,50 +11,13 @@ mod redis_common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use broadcast_core::redis::RedisConfig;
+use broadcast_test_support::redis::{HarnessError, RedisCluster, cluster_slots, slot_owner};
+use broadcast_test_support::sio_client::SioClient;
 use redis_common::{Node, QUIET, ShardPing, WAIT, init_tracing};
-use support::client::SioClient;
-use support::redis_server::{HarnessError, RedisCluster, RespReply, redis_cmd};
 
 const ROOMS: usize = 50;
 
-/// `(first slot, last slot, master port)` of every slot range.
-async fn slot_owners(port: u16) -> Result<Vec<(i64, i64, u16)>, HarnessError> {
-    let RespReply::Array(ranges) = redis_cmd(port, &[b"CLUSTER", b"SLOTS"]).await? else {
-        return Err(HarnessError::Protocol(
-            "CLUSTER SLOTS is not an array".into(),
-        ));
-    };
-    let mut out = Vec::new();
-    for range in ranges {
-        if let RespReply::Array(items) = range
-            && let [
-                RespReply::Integer(lo),
-                RespReply::Integer(hi),
-                RespReply::Array(master),
-                ..,
-            ] = items.as_slice()
-            && let Some(RespReply::Integer(p)) = master.get(1)
-        {
-            out.push((*lo, *hi, u16::try_from(*p).unwrap_or_default()));
-        }
-    }
-    Ok(out)
-}
-
-async fn owner(port: u16, ranges: &[(i64, i64, u16)], key: &str) -> Result<u16, HarnessError> {
-    let RespReply::Integer(slot) =
-        redis_cmd(port, &[b"CLUSTER", b"KEYSLOT", key.as_bytes()]).await?
-    else {
-        return Err(HarnessError::Protocol("CLUSTER KEYSLOT".into()));
-    };
-    ranges
-        .iter()
-        .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-        .map(|r| r.2)
-        .ok_or_else(|| HarnessError::Protocol(format!("slot {slot} has no owner")))
-}
-
-fn seq_of(got: &support::client::Received) -> u64 {
+fn seq_of(got: &broadcast_test_support::sio_client::Received) -> u64 {
     got.args[0]["seq"].as_u64().expect("a seq")
 }
 
@@ -66,13 +29,13 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
         return Ok(());
     };
     let first = cluster.nodes()[0].1;
-    let ranges = slot_owners(first).await?;
+    let ranges = cluster_slots(first).await?;
 
     // One namespace per master, found by hashing the adapter's channel names.
     let mut by_owner: BTreeMap<u16, String> = BTreeMap::new();
     for i in 0..1000 {
         let ns = format!("/shard{i}");
-        let owner = owner(first, &ranges, &format!("socket.io-request#{ns}#")).await?;
+        let owner = slot_owner(first, &ranges, &format!("socket.io-request#{ns}#")).await?;
         by_owner.entry(owner).or_insert(ns);
         if by_owner.len() == 3 {
             break;
@@ -177,7 +140,7 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
     // The three request channels really are on three different masters.
     let mut owners = BTreeSet::new();
     for ns in &namespaces {
-        owners.insert(owner(first, &ranges, &format!("socket.io-request#{ns}#")).await?);
+        owners.insert(slot_owner(first, &ranges, &format!("socket.io-request#{ns}#")).await?);
     }
     assert_eq!(owners.len(), 3);
     for node in [&a, &b] {
@@ -199,13 +162,13 @@ async fn cluster_master_restart_resubscribes_its_channels() -> Result<(), Harnes
         return Ok(());
     };
     let first = cluster.nodes()[0].1;
-    let ranges = slot_owners(first).await?;
+    let ranges = cluster_slots(first).await?;
     // A namespace whose request channel lives on the second master.
     let victim = cluster.nodes()[1].1;
     let mut ns = None;
     for i in 0..1000 {
         let candidate = format!("/shard{i}");
-        if owner(first, &ranges, &format!("socket.io-request#{candidate}#")).await? == victim {
+        if slot_owner(first, &ranges, &format!("socket.io-request#{candidate}#")).await? == victim {
             ns = Some(candidate);
             break;
         }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use broadcast_core::redis::{DEFAULT_COMMAND_TIMEOUT, PublishError, RedisConfig};
 use broadcast_core::{BroadcastError, TransportError};
+use broadcast_test_support::redis::{HarnessError, RedisServer};
+use broadcast_test_support::sio_client::SioClient;
 use redis_common::{MessagePosted, Node, QUIET, WAIT, init_tracing, next_text};
-use support::client::SioClient;
-use support::redis_server::{HarnessError, RedisServer};
 
 /// The bound on resumption after Redis is back.
 const RESUME_BOUND: Duration = Duration::from_secs(5);

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 
 use broadcast_core::Broadcaster;
 use broadcast_core::redis::RedisConfig;
+use broadcast_test_support::redis::{HarnessError, RedisServer};
+use broadcast_test_support::sio_client::{ClientError, SioClient};
 use redis_common::{Node, init_tracing};
 use serde::Serialize;
-use support::client::{ClientError, SioClient};
-use support::redis_server::{HarnessError, RedisServer};
 
 /// A client that has heard nothing for this long is done (and lost the rest).
 const IDLE: Duration = Duration::from_secs(15);

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use broadcast_core::join::{Handshake, JoinContext, Rooms};
 use broadcast_core::{BroadcastEvent, Broadcaster, Room};
+use broadcast_test_support::sio_client::SioClient;
 use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use socketioxide::SocketIo;
-use support::client::SioClient;
 
 /// Upper bound for one ack; never a pass condition.
 const T: Duration = Duration::from_secs(20);

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use broadcast_core::join::{Authorization, Handshake, JoinContext, Rooms};
 use broadcast_core::{BroadcastEvent, Broadcaster, Room};
+use broadcast_test_support::sio_client::{ClientError, Received, SioClient};
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef};
-use support::client::{ClientError, Received, SioClient};
 
 /// Upper bound for any single wait; never a pass condition.
 const T: Duration = Duration::from_secs(10);
@@ -476,13 +476,12 @@ async fn bad_requests_get_validation_errors() {
     assert_eq!(ack["error"]["room"], "chat|404");
     // Only its own id room (every socket is in it) and the inbox the
     // authenticator put it in: no room was joined.
-    let mut rooms = s
-        .io
-        .of("/")
-        .unwrap()
-        .get_socket(sid.parse().unwrap())
-        .unwrap()
-        .rooms();
+    let mut rooms =
+        s.io.of("/")
+            .unwrap()
+            .get_socket(sid.parse().unwrap())
+            .unwrap()
+            .rooms();
     rooms.sort();
     let mut expected = vec![sid.clone(), "inbox|7".to_owned()];
     expected.sort();

@@ -9,11 +9,11 @@ use std::time::Duration;
 use broadcast_core::join::{Handshake, JoinContext, Rooms};
 use broadcast_core::redis::{RedisConfig, RedisSocketIo};
 use broadcast_core::{BroadcastEvent, Room};
+use broadcast_test_support::redis::{HarnessError, RedisServer};
+use broadcast_test_support::server::TestServer;
+use broadcast_test_support::sio_client::SioClient;
 use serde::Serialize;
 use serde_json::{Value, json};
-use support::client::SioClient;
-use support::redis_server::{HarnessError, RedisServer};
-use support::server::TestServer;
 
 /// Upper bound for any single wait; never a pass condition.
 const T: Duration = Duration::from_secs(10);

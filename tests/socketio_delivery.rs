@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use broadcast_core::{BroadcastError, BroadcastEvent, Broadcaster, TransportError};
+use broadcast_test_support::server::TestServer;
+use broadcast_test_support::sio_client::SioClient;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::handler::ConnectHandler;
-use support::client::SioClient;
-use support::server::TestServer;
 
 const WAIT: Duration = Duration::from_secs(5);
 /// How long "nothing arrives" is watched; long enough for a loopback emit.

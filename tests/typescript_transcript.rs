@@ -27,12 +27,12 @@ use std::time::Duration;
 
 use broadcast_core::join::{Authorization, Handshake, JoinContext, Rooms};
 use broadcast_core::{BroadcastEvent, Broadcaster, Room};
+use broadcast_test_support::server::TestServer;
+use broadcast_test_support::sio_client::{Received, SioClient};
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
-use support::client::{Received, SioClient};
-use support::server::TestServer;
 
 /// Upper bound for any single wait; never a pass condition.
 const T: Duration = Duration::from_secs(10);

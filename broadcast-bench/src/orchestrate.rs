@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use broadcast_test_support::env;
+use broadcast_test_support::redis::{Options, RedisServer};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -19,7 +21,6 @@ use tokio::sync::watch;
 use crate::args::{Flags, USAGE, Variant};
 use crate::client::{self, Live, Tally};
 use crate::procs::{Proc, machine_busy_seconds, process_cpu};
-use crate::redis::LocalRedis;
 use crate::roles::now_us;
 use crate::stats::{Spread, percentile};
 use crate::{Result, bail};
@@ -210,21 +211,14 @@ async fn run_all(
     let exe = std::env::current_exe()?;
     let local = match &redis_url {
         Some(_) => None,
-        None => {
-            if !crate::redis::available() {
-                bail!(
-                    "redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url"
-                );
-            }
-            Some(LocalRedis::start().await?)
-        }
+        None => Some(start_redis().await?),
     };
     let url = match (&redis_url, &local) {
         (Some(u), _) => u.clone(),
         (None, Some(r)) => r.url(),
         (None, None) => bail!("no Redis"),
     };
-    let redis_pid = local.as_ref().map(|r| r.pid);
+    let redis_pid = local.as_ref().and_then(RedisServer::pid);
     eprintln!(
         "broadcast-e2e: pid={} redis {}; {}; {runs} run(s) of {mode}",
         std::process::id(),
@@ -247,9 +241,8 @@ async fn run_all(
             results.push(r);
         }
     }
-    if let Some(r) = local {
-        r.stop().await;
-    }
+    // Killed, reaped and its directory removed.
+    drop(local);
     // A single run prints its fields in declaration order.
     let line = if runs == 1 && variants.len() == 1 {
         serde_json::to_string(&results[0])?
@@ -258,6 +251,25 @@ async fn run_all(
     };
     println!("{line}");
     Ok(())
+}
+
+/// A private `redis-server` for this invocation. It dies with the bench
+/// even when the bench is SIGKILLed: it is spawned from the bench's only
+/// runtime thread, which lives as long as the process.
+async fn start_redis() -> Result<RedisServer> {
+    const MISSING: &str = "redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url";
+    // Checked first: the launcher's own policy is a test's (skip outside CI).
+    if env::find_on_path("redis-server").is_none() {
+        bail!("{MISSING}");
+    }
+    let options = Options {
+        die_with_parent: true,
+        ..Options::default()
+    };
+    match RedisServer::start_with(options).await? {
+        Some(server) => Ok(server),
+        None => bail!("{MISSING}"),
+    }
 }
 
 async fn run_once(

@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use broadcast_test_support::process::die_with_parent;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -59,30 +60,17 @@ pub struct Proc {
     stdout: Lines<BufReader<ChildStdout>>,
 }
 
-/// Makes `cmd` die with the bench.
-pub fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: prctl and getppid are async-signal-safe; nothing else runs
-    // between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
 impl Proc {
     /// Spawns `program args..` with piped stdin/stdout and inherited stderr.
     pub fn spawn(name: String, program: &Path, args: &[String]) -> Result<Proc> {
-        let mut cmd = Command::new(program);
+        let mut cmd = std::process::Command::new(program);
         cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(Stdio::inherit());
         die_with_parent(&mut cmd);
+        let mut cmd = Command::from(cmd);
+        cmd.kill_on_drop(true);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawning {name} ({}): {e}", program.display()))?;

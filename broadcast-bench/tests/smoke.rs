@@ -5,17 +5,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use broadcast_test_support::env::redis_available;
 use serde_json::Value;
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-fn redis_server_on_path() -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
-    })
-}
 
 /// Processes whose command line contains `needle`.
 fn processes_with(needle: &str) -> Vec<String> {
@@ -36,14 +27,8 @@ fn processes_with(needle: &str) -> Vec<String> {
 
 #[test]
 fn tiny_scenario_delivers_everything_exactly_once() {
-    if !redis_server_on_path() {
-        assert!(
-            !is_ci(),
-            "redis-server not found on PATH and CI=true: install it (apt-get install redis-server)"
-        );
-        eprintln!(
-            "=== SKIPPING tiny_scenario_delivers_everything_exactly_once: redis-server not found on PATH; install it (apt-get install redis-server) ==="
-        );
+    // Skips loudly without redis-server, fails in CI.
+    if !redis_available("tiny_scenario_delivers_everything_exactly_once").unwrap() {
         return;
     }
     let child = Command::new(env!("CARGO_BIN_EXE_broadcast-e2e"))

@@ -1,7 +1,7 @@
 //! Shared by the `chat_*` tests: the chat demo and the worker run as child
 //! processes (the binaries `cargo test` builds from `examples/`), a minimal
-//! HTTP/1.1 client, temp dirs, and a driver for the node scripts in
-//! `tests/ts/` that speak JSON lines on stdin/stdout.
+//! HTTP/1.1 client, and a driver for the node scripts in `tests/ts/` that
+//! speak JSON lines on stdin/stdout.
 //!
 //! Every process started here is killed and reaped when its handle drops
 //! (node drivers with their whole process group, so a browser goes too),
@@ -10,15 +10,16 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use broadcast_test_support::env::{TempDir, is_ci, loud};
+use broadcast_test_support::ports::free_port;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,16 +29,6 @@ use tokio::sync::mpsc;
 pub const WAIT: Duration = Duration::from_secs(20);
 /// Upper bound for a chat server to answer `GET /chats` after being spawned.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Whether `CI` is `true` (or `1`).
-pub fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
-/// A loud line straight to the process's stderr (libtest captures `eprintln!`).
-pub fn loud(msg: &str) {
-    let _ = writeln!(io::stderr().lock(), "{msg}");
-}
 
 /// The workspace root (where `Cargo.toml` is).
 pub fn workspace() -> PathBuf {
@@ -97,46 +88,6 @@ pub fn example_bin(name: &str) -> PathBuf {
         bin.display()
     );
     bin
-}
-
-// ---------------------------------------------------------------------------
-// Temp dirs
-// ---------------------------------------------------------------------------
-
-/// A fresh directory under the system temp dir, removed on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        for _ in 0..100 {
-            let dir = std::env::temp_dir().join(format!(
-                "{prefix}-{}-{}-{nanos:08x}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            match fs::create_dir(&dir) {
-                Ok(()) => return TempDir(dir),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => panic!("creating {}: {e}", dir.display()),
-            }
-        }
-        panic!("no fresh temp dir name for {prefix}");
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -228,11 +179,6 @@ impl Drop for Proc {
     }
 }
 
-/// A free port on 127.0.0.1 (never 6379).
-pub fn free_port() -> u16 {
-    support::redis_server::free_port().expect("a free loopback port")
-}
-
 // ---------------------------------------------------------------------------
 // The chat server
 // ---------------------------------------------------------------------------
@@ -258,8 +204,8 @@ impl ChatServer {
         let mut last = String::new();
         // A port picked by binding :0 can be taken before the child binds it.
         for _ in 0..3 {
-            let port = free_port();
-            let dir = TempDir::new("chat-server");
+            let port = free_port().expect("a free loopback port");
+            let dir = TempDir::new("chat-server").expect("a temp dir");
             let log = dir.path().join("chat.log");
             let out = File::create(&log).expect("creating the chat log");
             let err = out.try_clone().expect("cloning the log handle");

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use broadcast_core::redis::{RedisAdapter, RedisConfig, RedisSocketIo};
 use broadcast_core::{BroadcastEvent, PayloadError, Target};
+use broadcast_test_support::server::TestServer;
+use broadcast_test_support::sio_client::SioClient;
 use serde::Serialize;
 use serde_json::{Value, json};
 use socketioxide::extract::{Data, SocketRef};
 use socketioxide::handler::ConnectHandler;
-use support::client::SioClient;
-use support::server::TestServer;
 
 /// Upper bound for anything that should arrive.
 pub const WAIT: Duration = Duration::from_secs(5);

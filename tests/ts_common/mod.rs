@@ -3,18 +3,15 @@
 //! and their `tsc`. In CI (`CI=true`) a missing toolchain is a failure;
 //! elsewhere the checks are skipped, loudly.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use broadcast_test_support::env::{is_ci, loud};
+
 /// `tests/ts`.
 pub fn ts_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ts")
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }
 
 /// Whether `tsc` is installed, running `npm ci` (once per test binary) if it
@@ -34,10 +31,9 @@ pub fn npm_ready() -> bool {
             Ok(s) if s.success() => true,
             other => {
                 assert!(!is_ci(), "npm ci failed in CI: {other:?}");
-                let _ = writeln!(
-                    std::io::stderr().lock(),
+                loud(&format!(
                     "=== SKIPPING typescript check: npm/node not available ({other:?}) ==="
-                );
+                ));
                 false
             }
         }

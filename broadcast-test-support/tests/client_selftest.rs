@@ -1,15 +1,15 @@
-//! Self-tests of the test client (`support::client`) against a real socketioxide server.
+//! Self-tests of the test client (`broadcast_test_support::sio_client`) against a real socketioxide server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use broadcast_test_support::sio_client::{ClientError, SioClient};
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::handler::ConnectHandler;
-use support::client::{ClientError, SioClient};
 
 const T: Duration = Duration::from_secs(5);
 

@@ -1,11 +1,14 @@
-//! Integration tests of the `redis-server` test harness: real processes on
-//! free loopback ports, never the shared Redis on 6379.
+//! Integration tests of the `redis-server` harness: real processes on free
+//! loopback ports, never the shared Redis on 6379, driven through fred.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::redis_server::{HarnessError, RedisCluster, RedisServer, RespReply, redis_cmd};
+use broadcast_test_support::redis::{
+    HarnessError, RedisCluster, RedisServer, cluster_slots, command, slot_owner,
+};
+use fred::prelude::Value;
 
 fn proc_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -22,35 +25,23 @@ async fn start_ping_kill_restart_same_port() -> Result<(), HarnessError> {
     assert_ne!(port, 6379);
     assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
 
-    assert_eq!(
-        redis_cmd(port, &[b"PING"]).await?,
-        RespReply::Simple("PONG".into())
-    );
+    assert_eq!(server.command::<String, _>(["PING"]).await?, "PONG");
     server.wait_ready(Duration::from_secs(1)).await?;
+    assert_eq!(server.command::<String, _>(["SET", "k", "v"]).await?, "OK");
     assert_eq!(
-        redis_cmd(port, &[b"SET", b"k", b"v"]).await?,
-        RespReply::Simple("OK".into())
-    );
-    assert_eq!(
-        redis_cmd(port, &[b"GET", b"k"]).await?,
-        RespReply::Bulk(b"v".to_vec())
+        command::<String, _>(&server.url(), ["GET", "k"]).await?,
+        "v"
     );
     // Persistence is off, as the harness promises.
-    let save = redis_cmd(port, &[b"CONFIG", b"GET", b"save"]).await?;
-    assert_eq!(
-        save,
-        RespReply::Array(vec![
-            RespReply::Bulk(b"save".to_vec()),
-            RespReply::Bulk(Vec::new())
-        ])
-    );
+    let save: Vec<String> = server.command(["CONFIG", "GET", "save"]).await?;
+    assert_eq!(save, ["save", ""]);
 
     let old_pid = server.pid().expect("running");
     server.kill().await?;
     assert_eq!(server.pid(), None);
     assert!(!proc_exists(old_pid), "killed process was reaped");
     assert!(
-        redis_cmd(port, &[b"PING"]).await.is_err(),
+        server.command::<String, _>(["PING"]).await.is_err(),
         "PING fails after kill"
     );
     assert!(server.wait_ready(Duration::from_millis(200)).await.is_err());
@@ -61,11 +52,11 @@ async fn start_ping_kill_restart_same_port() -> Result<(), HarnessError> {
     eprintln!("restart on same port in {:?}", t1.elapsed());
     assert_eq!(server.port(), port);
     assert_ne!(server.pid(), Some(old_pid));
+    assert_eq!(server.command::<String, _>(["PING"]).await?, "PONG");
     assert_eq!(
-        redis_cmd(port, &[b"PING"]).await?,
-        RespReply::Simple("PONG".into())
+        server.command::<Option<String>, _>(["GET", "k"]).await?,
+        None
     );
-    assert_eq!(redis_cmd(port, &[b"GET", b"k"]).await?, RespReply::Nil);
 
     // Restart while running kills the old process first.
     let pid = server.pid().expect("running");
@@ -83,16 +74,10 @@ async fn two_servers_get_different_ports() -> Result<(), HarnessError> {
     };
     assert_ne!(a.port(), b.port());
     assert_ne!(a.dir(), b.dir());
-    redis_cmd(a.port(), &[b"SET", b"who", b"a"]).await?;
-    redis_cmd(b.port(), &[b"SET", b"who", b"b"]).await?;
-    assert_eq!(
-        redis_cmd(a.port(), &[b"GET", b"who"]).await?,
-        RespReply::Bulk(b"a".to_vec())
-    );
-    assert_eq!(
-        redis_cmd(b.port(), &[b"GET", b"who"]).await?,
-        RespReply::Bulk(b"b".to_vec())
-    );
+    a.command::<(), _>(["SET", "who", "a"]).await?;
+    b.command::<(), _>(["SET", "who", "b"]).await?;
+    assert_eq!(a.command::<String, _>(["GET", "who"]).await?, "a");
+    assert_eq!(b.command::<String, _>(["GET", "who"]).await?, "b");
     Ok(())
 }
 
@@ -106,51 +91,37 @@ async fn drop_kills_reaps_and_cleans_up() -> Result<(), HarnessError> {
     let dir = server.dir().to_path_buf();
     assert!(proc_exists(pid));
     assert!(dir.join("redis.log").exists());
-    let maxmemory = redis_cmd(port, &[b"CONFIG", b"GET", b"maxmemory"]).await?;
-    assert_eq!(
-        maxmemory,
-        RespReply::Array(vec![
-            RespReply::Bulk(b"maxmemory".to_vec()),
-            RespReply::Bulk(b"16777216".to_vec())
-        ])
-    );
+    let maxmemory: Vec<String> = server.command(["CONFIG", "GET", "maxmemory"]).await?;
+    assert_eq!(maxmemory, ["maxmemory", "16777216"]);
+    let url = server.url();
     drop(server);
     assert!(!proc_exists(pid), "process {pid} still exists after drop");
     assert!(!dir.exists(), "temp dir {} left behind", dir.display());
-    assert!(redis_cmd(port, &[b"PING"]).await.is_err());
+    assert!(
+        command::<String, _>(&url, ["PING"]).await.is_err(),
+        "{port}"
+    );
     Ok(())
 }
 
 #[tokio::test]
-async fn redis_errors_are_replies_not_errs() -> Result<(), HarnessError> {
+async fn redis_errors_are_errs_with_the_servers_message() -> Result<(), HarnessError> {
     let Some(server) = RedisServer::start().await? else {
         return Ok(());
     };
-    let reply = redis_cmd(server.port(), &[b"NOSUCHCOMMAND"]).await?;
-    assert!(reply.is_error(), "{reply:?}");
-    assert!(redis_cmd(server.port(), &[]).await.is_err());
+    let err = server
+        .command::<Value, _>(["NOSUCHCOMMAND"])
+        .await
+        .expect_err("an unknown command fails");
+    assert!(matches!(err, HarnessError::Redis { .. }), "{err}");
+    assert!(err.to_string().contains("unknown command"), "{err}");
+    let none: [&str; 0] = [];
+    assert!(server.command::<Value, _>(none).await.is_err());
+    assert!(
+        command::<Value, _>("not a url", ["PING"]).await.is_err(),
+        "a bad URL is an error, not a panic"
+    );
     Ok(())
-}
-
-fn slot_ranges(slots: &RespReply) -> Vec<(i64, i64, u16)> {
-    let RespReply::Array(ranges) = slots else {
-        panic!("CLUSTER SLOTS: {slots:?}");
-    };
-    ranges
-        .iter()
-        .map(|range| match range {
-            RespReply::Array(items) => match (&items[0], &items[1], &items[2]) {
-                (RespReply::Integer(lo), RespReply::Integer(hi), RespReply::Array(master)) => {
-                    let RespReply::Integer(port) = master[1] else {
-                        panic!("master entry {master:?}");
-                    };
-                    (*lo, *hi, u16::try_from(port).expect("port"))
-                }
-                other => panic!("slot range {other:?}"),
-            },
-            other => panic!("slot range {other:?}"),
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -173,49 +144,45 @@ async fn cluster_comes_up_and_routes_keys() -> Result<(), HarnessError> {
             .collect::<Vec<_>>()
     );
 
-    for &(_, port) in &nodes {
-        let info = redis_cmd(port, &[b"CLUSTER", b"INFO"]).await?;
-        assert!(
-            info.as_str()
-                .unwrap_or_default()
-                .contains("cluster_state:ok")
-        );
+    for server in cluster.servers() {
+        let info: String = server.command(["CLUSTER", "INFO"]).await?;
+        assert!(info.contains("cluster_state:ok"), "{info}");
     }
 
-    let ranges = slot_ranges(&redis_cmd(nodes[0].1, &[b"CLUSTER", b"SLOTS"]).await?);
-    let covered: i64 = ranges.iter().map(|(lo, hi, _)| hi - lo + 1).sum();
+    let ranges = cluster_slots(nodes[0].1).await?;
+    let covered: i64 = ranges.iter().map(|r| r.last - r.first + 1).sum();
     assert_eq!(covered, 16384);
-    let owners: HashSet<u16> = ranges.iter().map(|r| r.2).collect();
+    let owners: HashSet<u16> = ranges.iter().map(|r| r.port).collect();
     assert_eq!(owners, ports, "every master owns slots");
 
     // SET keys of different slots directly on their owner; a non-owner MOVEs.
     let mut used_owners = HashSet::new();
     for i in 0..30 {
         let key = format!("key:{i}");
-        let RespReply::Integer(slot) =
-            redis_cmd(nodes[0].1, &[b"CLUSTER", b"KEYSLOT", key.as_bytes()]).await?
-        else {
-            panic!("KEYSLOT");
-        };
-        let owner = ranges
-            .iter()
-            .find(|(lo, hi, _)| (*lo..=*hi).contains(&slot))
-            .map(|r| r.2)
-            .expect("slot covered");
+        let slot: i64 = cluster.servers()[0]
+            .command(["CLUSTER", "KEYSLOT", key.as_str()])
+            .await?;
+        let owner = slot_owner(nodes[0].1, &ranges, &key).await?;
         used_owners.insert(owner);
+        let url = |port: u16| format!("redis://127.0.0.1:{port}");
         assert_eq!(
-            redis_cmd(owner, &[b"SET", key.as_bytes(), b"v"]).await?,
-            RespReply::Simple("OK".into())
+            command::<String, _>(&url(owner), ["SET", key.as_str(), "v"]).await?,
+            "OK"
         );
         let other = *ports.iter().find(|p| **p != owner).expect("other node");
-        let moved = redis_cmd(other, &[b"GET", key.as_bytes()]).await?;
-        assert_eq!(
-            moved,
-            RespReply::Error(format!("MOVED {slot} 127.0.0.1:{owner}"))
+        // A node that does not own the slot redirects a plain client...
+        let moved = command::<Value, _>(&url(other), ["GET", key.as_str()])
+            .await
+            .expect_err("a non-owner redirects");
+        let moved = moved.to_string();
+        assert!(
+            moved.contains(&format!("MOVED {slot} 127.0.0.1:{owner}")),
+            "{moved}"
         );
+        // ...which the cluster's client follows.
         assert_eq!(
-            cluster.cmd(&[b"GET", key.as_bytes()]).await?,
-            RespReply::Bulk(b"v".to_vec())
+            cluster.command::<String, _>(["GET", key.as_str()]).await?,
+            "v"
         );
     }
     assert_eq!(used_owners, ports, "keys spread over all three masters");
@@ -230,8 +197,10 @@ async fn cluster_comes_up_and_routes_keys() -> Result<(), HarnessError> {
         t1.elapsed()
     );
     assert_eq!(
-        cluster.cmd(&[b"SET", b"after-restart", b"1"]).await?,
-        RespReply::Simple("OK".into())
+        cluster
+            .command::<String, _>(["SET", "after-restart", "1"])
+            .await?,
+        "OK"
     );
     Ok(())
 }
