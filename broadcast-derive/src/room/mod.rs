@@ -162,7 +162,7 @@ mod tests {
                 #[room(key = #long)]
                 struct A;
             )),
-            ["the room key name is 65 bytes long, more than the 64 allowed"]
+            ["the room key is 65 bytes long, more than the 64 allowed"]
         );
         assert_eq!(
             errors(parse_quote!(
