@@ -40,8 +40,19 @@ fn startup_check_refuses_what_the_derive_would() {
         .collect();
     invalid.sort();
     let names: Vec<&str> = invalid.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, ["", "disconnect", "fine", "join_chat", "joined"], "{errors}");
-    let reason = |n: &str| invalid.iter().find(|(name, _)| *name == n).unwrap().1.clone();
+    assert_eq!(
+        names,
+        ["", "disconnect", "fine", "join_chat", "joined"],
+        "{errors}"
+    );
+    let reason = |n: &str| {
+        invalid
+            .iter()
+            .find(|(name, _)| *name == n)
+            .unwrap()
+            .1
+            .clone()
+    };
     assert!(reason("disconnect").contains("Socket.IO reserves"));
     assert!(reason("joined").contains("join protocol sends"));
     assert!(reason("join_chat").contains("join_*"));
@@ -49,5 +60,8 @@ fn startup_check_refuses_what_the_derive_would() {
     assert!(reason("fine").contains("must start with `/`"));
     // One error for `?`, which lists every problem.
     let text = errors.to_string();
-    assert!(text.contains("5 problems") && text.contains("disconnect"), "{text}");
+    assert!(
+        text.contains("5 problems") && text.contains("disconnect"),
+        "{text}"
+    );
 }

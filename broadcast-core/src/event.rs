@@ -207,6 +207,12 @@ impl EventDescriptor {
         }
     }
 
+    /// `module::path::TypeName (file:line)`, for messages that must point at
+    /// the declaration.
+    pub fn location(&self) -> String {
+        format!("{} ({}:{})", self.rust_path(), self.file, self.line)
+    }
+
     /// The room keys this event targets (the part of each template before the
     /// first `|`), for cross-referencing with rooms.
     pub fn room_keys(&self) -> impl Iterator<Item = &'static str> {

@@ -133,7 +133,7 @@ pub fn validate() -> Result<(), RegistryErrors> {
     let mut errors = Vec::new();
     let mut by_name: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
     for e in events() {
-        let location = format!("{} ({}:{})", e.rust_path(), e.file, e.line);
+        let location = e.location();
         let invalid = validate_event_name(e.name)
             .err()
             .map(|err: NameError| err.to_string())
@@ -220,7 +220,7 @@ pub fn listing() -> String {
                         .join(", ")
                 },
                 e.payload.to_string(),
-                format!("{} ({}:{})", e.rust_path(), e.file, e.line),
+                e.location(),
             ]
         })
         .collect();
