@@ -321,6 +321,21 @@ fn rooms_are_registered_and_listed() {
     registry::validate().unwrap();
 
     let listing = registry::listing();
+    // Events that target a typed room show the room's names, not the Rust
+    // expression that builds it.
+    let event_line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(event_line("message_posted ").contains("chat|{0}"), "{listing}");
+    assert!(
+        event_line("pair_changed ").contains("pair|{a}|{b}")
+            && !event_line("pair_changed ").contains("self.b.clone()"),
+        "{listing}"
+    );
     let chat_line = listing
         .lines()
         .find(|l| l.trim_start().starts_with("chat "))
