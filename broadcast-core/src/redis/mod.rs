@@ -71,7 +71,8 @@ mod stats;
 
 pub use config::{
     DEFAULT_ADAPTER_BUFFER, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_PUBSUB_BUFFER,
-    DEFAULT_SOCKET_BUFFER, REDIS_URL_ENV, RedisConfig,
+    DEFAULT_SOCKET_BUFFER, REDIS_CA_FILE_ENV, REDIS_CLIENT_CERT_ENV, REDIS_CLIENT_KEY_ENV,
+    REDIS_URL_ENV, RedisConfig,
 };
 pub use driver::MeteredFredDriver;
 pub use error::{PublishError, RedisError};
