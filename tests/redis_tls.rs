@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use broadcast_core::redis::{RedisConfig, RedisError};
 use broadcast_test_support::redis::{
-    AuthClients, HarnessError, Options, RedisServer, TestCerts, TlsOptions,
+    AuthClients, HarnessError, Options, RedisCluster, RedisServer, TestCerts, TlsOptions,
 };
-use redis_common::{MessagePosted, Node, QUIET, WAIT, init_tracing};
+use redis_common::{AuditLogged, MessagePosted, Node, QUIET, WAIT, init_tracing};
 use serde_json::json;
 
 /// The connect timeout of the failing setups; each must fail within it
@@ -223,5 +223,69 @@ async fn unusable_tls_files_fail_before_connecting() -> Result<(), HarnessError>
         assert!(matches!(err, RedisError::Tls { .. }), "{err}");
         assert!(err.to_string().contains("ca.crt"), "{err}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tls_cluster_delivers_from_its_nodes_or_a_rediss_cluster_url() -> Result<(), HarnessError>
+{
+    init_tracing();
+    let Some(certs) = TestCerts::generate()? else {
+        return Ok(());
+    };
+    let tls = TlsOptions {
+        certs: certs.clone(),
+        auth_clients: AuthClients::Yes,
+    };
+    let Some(cluster) = RedisCluster::start_tls(tls).await? else {
+        return Ok(());
+    };
+    let secure = |c: RedisConfig| {
+        c.ca_file(certs.ca())
+            .client_cert(certs.client_cert(), certs.client_key())
+    };
+    let from_nodes = || secure(RedisConfig::from_nodes(cluster.urls()).unwrap());
+    assert!(from_nodes().is_tls() && from_nodes().is_cluster());
+    let first = cluster.nodes()[0].1;
+    let url = format!("rediss-cluster://127.0.0.1:{first}");
+    let from_url = secure(RedisConfig::from_url(&url).unwrap());
+    assert!(from_url.is_tls() && from_url.is_cluster());
+
+    let a = Node::start(from_nodes(), &[]).await;
+    let b = Node::start(from_url.clone(), &[]).await;
+    let worker = broadcast_core::redis::worker(from_url).await.unwrap();
+    let mut a1 = a.client("/", &["chat|1"]).await;
+    let mut b1 = b.client("/", &["chat|1"]).await;
+    let mut b_admin = b.client("/admin", &["chat|1"]).await;
+
+    a.parts
+        .broadcaster
+        .broadcast(MessagePosted {
+            chat_id: 1,
+            text: "cluster over TLS".into(),
+        })
+        .await
+        .unwrap();
+    for c in [&mut a1, &mut b1] {
+        let got = c.next_event(WAIT).await.unwrap();
+        assert_eq!(
+            got.args,
+            [json!({"chat_id": 1, "text": "cluster over TLS"})]
+        );
+    }
+    worker
+        .broadcaster
+        .broadcast(AuditLogged { chat_id: 1 })
+        .await
+        .unwrap();
+    let got = b_admin.next_event(WAIT).await.unwrap();
+    assert_eq!(got.event, "audit_logged");
+    for c in [&mut a1, &mut b1, &mut b_admin] {
+        c.expect_silence(QUIET).await.unwrap();
+    }
+
+    worker.connection.shutdown().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
     Ok(())
 }

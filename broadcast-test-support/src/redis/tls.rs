@@ -2,7 +2,8 @@
 //! CLI, and the harness's own TLS client settings.
 //!
 //! [`TestCerts::generate`] makes a CA and, signed by it, a server
-//! certificate for `127.0.0.1` (an IP SAN, as rustls verifies it) and a
+//! certificate for `127.0.0.1` (an IP SAN, as rustls verifies it; also for
+//! client auth, as cluster nodes present it to each other on the bus) and a
 //! client certificate, all ECDSA P-256 (fast to make), valid for two days.
 //! `openssl` falls under the skip policy of [`crate::env`]: `Ok(None)` (loud
 //! skip) when absent outside CI, an error in CI.
@@ -126,7 +127,7 @@ impl TestCerts {
             "server.ext",
             format!(
                 "basicConstraints = CA:FALSE\nkeyUsage = critical,digitalSignature\n\
-                 extendedKeyUsage = serverAuth\nsubjectAltName = IP:{LOOPBACK}\n"
+                 extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = IP:{LOOPBACK}\n"
             ),
         )?;
         write(
