@@ -302,22 +302,24 @@ impl RedisConfig {
     /// # Ok::<(), broadcast_core::redis::RedisError>(())
     /// ```
     pub fn from_env() -> Result<Self, RedisError> {
-        let value = std::env::var(REDIS_URL_ENV)
-            .map_err(|_| RedisError::MissingEnv { var: REDIS_URL_ENV })?;
+        Self::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// [`from_env`](Self::from_env) on any source of variables.
+    fn from_vars(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Self, RedisError> {
+        let value = var(REDIS_URL_ENV)
+            .and_then(|v| v.into_string().ok())
+            .ok_or(RedisError::MissingEnv { var: REDIS_URL_ENV })?;
         let mut config = if value.contains(',') {
             Self::from_nodes(value.split(',').map(str::trim).filter(|s| !s.is_empty()))?
         } else {
             Self::from_url(value.trim())?
         };
-        let var = |name: &str| {
-            std::env::var_os(name)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        if let Some(ca) = var(REDIS_CA_FILE_ENV) {
+        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        if let Some(ca) = path(REDIS_CA_FILE_ENV) {
             config = config.ca_file(ca);
         }
-        match (var(REDIS_CLIENT_CERT_ENV), var(REDIS_CLIENT_KEY_ENV)) {
+        match (path(REDIS_CLIENT_CERT_ENV), path(REDIS_CLIENT_KEY_ENV)) {
             (Some(cert), Some(key)) => config = config.client_cert(cert, key),
             (None, None) => {}
             (Some(_), None) => {
@@ -1015,6 +1017,51 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("no PEM certificate"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_environment_gives_the_url_and_the_tls_files() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(*v))
+            }
+        };
+        let c = RedisConfig::from_vars(vars(&[
+            ("REDIS_URL", "rediss://h:1"),
+            ("REDIS_CA_FILE", "/x/ca.crt"),
+            ("REDIS_CLIENT_CERT", "/x/c.crt"),
+            ("REDIS_CLIENT_KEY", "/x/c.key"),
+        ]))
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert!(tls.wanted);
+        assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/x/ca.crt")));
+        assert!(tls.client_cert.is_some());
+        let c = RedisConfig::from_vars(vars(&[
+            ("REDIS_URL", "rediss://a:1, b:2"),
+            ("REDIS_CA_FILE", ""),
+        ]))
+        .unwrap();
+        assert!(c.is_cluster() && c.is_tls());
+        assert!(c.tls.as_ref().unwrap().ca_file.is_none());
+        let half = RedisConfig::from_vars(vars(&[
+            ("REDIS_URL", "rediss://h:1"),
+            ("REDIS_CLIENT_CERT", "/x/c.crt"),
+        ]));
+        assert!(matches!(half, Err(RedisError::InvalidConfig(_))));
+        let plain = RedisConfig::from_vars(vars(&[
+            ("REDIS_URL", "redis://h:1"),
+            ("REDIS_CA_FILE", "/x/ca.crt"),
+        ]))
+        .unwrap();
+        assert!(plain.validate().is_err());
+        assert!(matches!(
+            RedisConfig::from_vars(vars(&[])),
+            Err(RedisError::MissingEnv { .. })
+        ));
     }
 
     #[test]
