@@ -29,6 +29,9 @@
 //! - *Cluster*: socketioxide-redis uses one request channel per namespace
 //!   (`{prefix}-request#{namespace}#`), so load spreads over shards by
 //!   namespace, not by room.
+//! - *TLS*: `rediss://` connects through rustls with certificate
+//!   verification on (see [`RedisConfig`]'s TLS section); a handshake or
+//!   verification failure fails [`server`] and [`worker`] at startup.
 //! - Redis itself disconnects subscribers whose output buffer grows past
 //!   `client-output-buffer-limit pubsub` (32 MB hard by default); raise it
 //!   for very large bursts.
