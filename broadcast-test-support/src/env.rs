@@ -81,12 +81,21 @@ fn locate_binary_in(
     if ci {
         return Err(HarnessError::MissingBinaryInCi { binary });
     }
+    let package = debian_package(binary);
     let msg = format!(
-        "=== SKIPPING {test_name}: {binary} not found on PATH; install it (apt-get install redis-server) ==="
+        "=== SKIPPING {test_name}: {binary} not found on PATH; install it (apt-get install {package}) ==="
     );
     loud(&msg);
     warn!("{msg}");
     Ok(None)
+}
+
+/// The Debian package that brings `binary`, for the install hint.
+pub(crate) fn debian_package(binary: &str) -> &str {
+    match binary {
+        "redis-cli" => "redis-tools",
+        other => other,
+    }
 }
 
 fn find_in(binary: &str, path_var: &OsStr) -> Option<PathBuf> {
@@ -216,6 +225,9 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("redis-server not found on PATH"), "{msg}");
         assert!(msg.contains("CI=true"), "{msg}");
+        assert!(msg.contains("apt-get install redis-server"), "{msg}");
+        let err = locate_binary_in("openssl", Some(&path), true, "unit").unwrap_err();
+        assert!(err.to_string().contains("apt-get install openssl"), "{err}");
     }
 
     #[cfg(unix)]

@@ -12,7 +12,8 @@ use std::time::Duration;
 pub enum HarnessError {
     /// A required binary is missing from `PATH` while `CI=true`: must fail, not skip.
     #[error(
-        "{binary} not found on PATH and CI=true: Redis integration tests must not be skipped in CI; install it (apt-get install redis-server)"
+        "{binary} not found on PATH and CI=true: integration tests must not be skipped in CI; install it (apt-get install {package})",
+        package = crate::env::debian_package(binary)
     )]
     MissingBinaryInCi {
         /// The binary that was looked for.
@@ -85,6 +86,25 @@ pub enum HarnessError {
         what: String,
         /// fred's error (for an error reply, the server's message).
         source: fred::error::Error,
+    },
+    /// `openssl` failed while making the test certificates.
+    #[error("openssl {step} failed ({status}):\n{stderr}")]
+    Openssl {
+        /// What was being made.
+        step: String,
+        /// Exit status of `openssl`.
+        status: String,
+        /// Its standard error.
+        stderr: String,
+    },
+    /// A test certificate or key could not be loaded for the harness's own
+    /// TLS connections.
+    #[error("loading {what} for TLS: {reason}")]
+    Tls {
+        /// The file.
+        what: String,
+        /// Why.
+        reason: String,
     },
     /// A reply of an unexpected shape.
     #[error("unexpected reply: {0}")]

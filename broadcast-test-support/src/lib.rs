@@ -7,7 +7,7 @@
 //!   and commands to them through fred.
 //! - [`ports`]: free loopback ports, never the shared Redis's.
 //! - [`process`]: children that die with the process that started them.
-//! - [`env`]: the CI policy (a missing binary skips loudly outside CI and
+//! - [`env`](mod@env): the CI policy (a missing binary skips loudly outside CI and
 //!   fails in CI) and temp dirs.
 //! - [`HarnessError`]: the one error of all of them.
 

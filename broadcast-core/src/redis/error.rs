@@ -28,6 +28,25 @@ pub enum RedisError {
         /// fred's parse error.
         source: fred::error::Error,
     },
+    /// A URL or node address asks for something the framework does not
+    /// honour (another scheme, an unknown parameter, ...): refused rather
+    /// than ignored.
+    #[error("unsupported Redis URL `{url}`: {part}")]
+    UnsupportedUrl {
+        /// The URL, password hidden.
+        url: String,
+        /// What is not supported.
+        part: String,
+    },
+    /// The TLS settings could not be used (a CA file, client certificate or
+    /// key that is missing or not PEM, no system root certificates).
+    #[error("Redis TLS setup failed while {what}: {source}")]
+    Tls {
+        /// What was being done, with the file's path.
+        what: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A setting is out of range.
     #[error("invalid Redis configuration: {0}")]
     InvalidConfig(&'static str),

@@ -29,6 +29,9 @@
 //! - *Cluster*: socketioxide-redis uses one request channel per namespace
 //!   (`{prefix}-request#{namespace}#`), so load spreads over shards by
 //!   namespace, not by room.
+//! - *TLS*: `rediss://` connects through rustls with certificate
+//!   verification on (see [`RedisConfig`]'s TLS section); a handshake or
+//!   verification failure fails [`server`] and [`worker`] at startup.
 //! - Redis itself disconnects subscribers whose output buffer grows past
 //!   `client-output-buffer-limit pubsub` (32 MB hard by default); raise it
 //!   for very large bursts.
@@ -71,7 +74,8 @@ mod stats;
 
 pub use config::{
     DEFAULT_ADAPTER_BUFFER, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_PUBSUB_BUFFER,
-    DEFAULT_SOCKET_BUFFER, REDIS_URL_ENV, RedisConfig,
+    DEFAULT_SOCKET_BUFFER, REDIS_CA_FILE_ENV, REDIS_CLIENT_CERT_ENV, REDIS_CLIENT_KEY_ENV,
+    REDIS_URL_ENV, RedisConfig,
 };
 pub use driver::MeteredFredDriver;
 pub use error::{PublishError, RedisError};

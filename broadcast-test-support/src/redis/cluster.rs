@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fred::prelude::{FromValue, Value};
 use tracing::{debug, info};
 
-use super::{Mode, Options, RedisServer, command};
+use super::{Mode, Options, RedisServer, TlsOptions, command};
 use crate::env::{current_test_name, locate_binary};
 use crate::error::{HarnessError, io_err};
 use crate::ports::LOOPBACK;
@@ -31,6 +31,19 @@ impl RedisCluster {
     /// `cluster_state:ok`. `Ok(None)`: `redis-server` or `redis-cli` is absent
     /// and not CI (skip message printed).
     pub async fn start() -> Result<Option<RedisCluster>, HarnessError> {
+        Self::start_with(None).await
+    }
+
+    /// Like [`RedisCluster::start`], serving TLS only: clients, the cluster
+    /// bus (`--tls-cluster yes`) and `redis-cli --cluster create` all use
+    /// the certificates of `tls`, and [`RedisCluster::urls`] are `rediss://`.
+    /// [`cluster_slots`], [`slot_owner`] and [`RedisCluster::command`] speak
+    /// plaintext and do not work on it.
+    pub async fn start_tls(tls: TlsOptions) -> Result<Option<RedisCluster>, HarnessError> {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<TlsOptions>) -> Result<Option<RedisCluster>, HarnessError> {
         let test_name = current_test_name();
         if locate_binary("redis-server", &test_name)?.is_none() {
             return Ok(None);
@@ -40,21 +53,41 @@ impl RedisCluster {
         };
         let started = Instant::now();
         let mut servers = Vec::with_capacity(CLUSTER_MASTERS);
+        let options = Options {
+            args: match tls {
+                Some(_) => ["--tls-cluster", "yes", "--tls-replication", "yes"]
+                    .map(String::from)
+                    .to_vec(),
+                None => Vec::new(),
+            },
+            tls: tls.clone(),
+            ..Options::default()
+        };
         for _ in 0..CLUSTER_MASTERS {
-            match RedisServer::start_mode(Mode::Cluster, Options::default(), &test_name).await? {
+            match RedisServer::start_mode(Mode::Cluster, options.clone(), &test_name).await? {
                 Some(server) => servers.push(server),
                 None => return Ok(None),
             }
         }
         let cluster = RedisCluster { servers };
-        cluster.create(&cli).await?;
+        cluster.create(&cli, tls.as_ref()).await?;
         cluster.wait_ok(CLUSTER_TIMEOUT).await?;
         info!(ports = ?cluster.ports(), elapsed = ?started.elapsed(), "redis cluster ready");
         Ok(Some(cluster))
     }
 
-    async fn create(&self, cli: &Path) -> Result<(), HarnessError> {
+    async fn create(&self, cli: &Path, tls: Option<&TlsOptions>) -> Result<(), HarnessError> {
         let mut cmd = tokio::process::Command::new(cli);
+        if let Some(tls) = tls {
+            let c = &tls.certs;
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(c.ca())
+                .arg("--cert")
+                .arg(c.client_cert())
+                .arg("--key")
+                .arg(c.client_key());
+        }
         cmd.arg("--cluster").arg("create");
         for port in self.ports() {
             cmd.arg(format!("{LOOPBACK}:{port}"));
@@ -91,12 +124,7 @@ impl RedisCluster {
         for server in &self.servers {
             let port = server.port();
             loop {
-                let info: Result<String, _> = command::on_port(
-                    port,
-                    vec!["CLUSTER".into(), "INFO".into()],
-                    command::CMD_TIMEOUT,
-                )
-                .await;
+                let info: Result<String, _> = server.command(["CLUSTER", "INFO"]).await;
                 let last_info = match info {
                     Ok(text) => {
                         let known = format!("cluster_known_nodes:{CLUSTER_MASTERS}");
@@ -136,7 +164,7 @@ impl RedisCluster {
             .collect()
     }
 
-    /// `redis://127.0.0.1:{port}` of each master.
+    /// `redis://127.0.0.1:{port}` (`rediss://` with TLS) of each master.
     pub fn urls(&self) -> Vec<String> {
         self.servers.iter().map(RedisServer::url).collect()
     }

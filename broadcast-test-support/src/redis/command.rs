@@ -9,6 +9,7 @@ use fred::prelude::{
     Builder, ClientLike, Config, ConnectionConfig, FromValue, PerformanceConfig, ServerConfig,
     Value,
 };
+use fred::types::config::TlsConfig;
 use fred::types::{ClusterHash, CustomCommand};
 
 use crate::error::HarnessError;
@@ -56,8 +57,19 @@ pub(crate) async fn on_port<R: FromValue>(
     args: Vec<Value>,
     timeout: Duration,
 ) -> Result<R, HarnessError> {
+    on_port_tls(port, None, args, timeout).await
+}
+
+/// [`on_port`], over TLS when `tls` is given (a TLS-only test server).
+pub(crate) async fn on_port_tls<R: FromValue>(
+    port: u16,
+    tls: Option<&TlsConfig>,
+    args: Vec<Value>,
+    timeout: Duration,
+) -> Result<R, HarnessError> {
     let config = Config {
         server: ServerConfig::new_centralized(LOOPBACK, port),
+        tls: tls.cloned(),
         ..Config::default()
     };
     run(config, args, timeout).await

@@ -41,6 +41,7 @@
 
 mod cluster;
 mod command;
+mod tls;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -50,12 +51,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{FromValue, Value};
+use fred::types::config::TlsConfig;
 use tracing::{debug, info, warn};
 
 pub use self::cluster::{
     CLUSTER_MASTERS, CLUSTER_TIMEOUT, RedisCluster, SlotRange, cluster_slots, slot_owner,
 };
 pub use self::command::{CMD_TIMEOUT, command};
+pub use self::tls::{AuthClients, TestCerts, TlsOptions};
 use crate::env::{TempDir, current_test_name, locate_binary};
 pub use crate::error::HarnessError;
 use crate::error::io_err;
@@ -85,6 +88,10 @@ pub struct Options {
     /// whose servers may be spawned from a runtime worker thread that exits
     /// first.
     pub die_with_parent: bool,
+    /// Serve TLS only (`--port 0 --tls-port N`): [`RedisServer::url`] is
+    /// then `rediss://`, and the harness talks to the server over TLS with
+    /// the client certificate. Standalone servers only.
+    pub tls: Option<TlsOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +120,9 @@ pub struct RedisServer {
     mode: Mode,
     extra_args: Vec<OsString>,
     die_with_parent: bool,
+    tls: Option<TlsOptions>,
+    /// The harness's own TLS settings for a TLS server.
+    client_tls: Option<TlsConfig>,
     /// `ports[0]` is the client port; in cluster mode `ports[1]` is the bus port.
     ports: Vec<u16>,
     dir: TempDir,
@@ -189,11 +199,17 @@ impl RedisServer {
     /// A server with its temp dir, no port and no process yet.
     fn unspawned(binary: PathBuf, mode: Mode, options: Options) -> Result<Self, HarnessError> {
         let dir = TempDir::new(DIR_PREFIX)?;
+        let client_tls = match &options.tls {
+            Some(tls) => Some(tls.certs.client_tls()?),
+            None => None,
+        };
         Ok(RedisServer {
             binary,
             mode,
             extra_args: options.args.into_iter().map(OsString::from).collect(),
             die_with_parent: options.die_with_parent,
+            tls: options.tls,
+            client_tls,
             ports: Vec::new(),
             log_path: dir.path().join("redis.log"),
             stdio_path: dir.path().join("stdio.log"),
@@ -208,9 +224,14 @@ impl RedisServer {
         self.ports.first().copied().unwrap_or(0)
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}`, or `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://{LOOPBACK}:{}", self.port())
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{LOOPBACK}:{}", self.port())
     }
 
     /// Runs one command on this server; see [`command()`].
@@ -220,7 +241,7 @@ impl RedisServer {
         A: Into<Value>,
     {
         let args = args.into_iter().map(Into::into).collect();
-        command::on_port(self.port(), args, CMD_TIMEOUT).await
+        command::on_port_tls(self.port(), self.client_tls.as_ref(), args, CMD_TIMEOUT).await
     }
 
     /// PID of the running process, `None` after [`RedisServer::kill`].
@@ -254,21 +275,24 @@ impl RedisServer {
     }
 
     fn args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = [
-            "--port",
-            &self.port().to_string(),
-            "--bind",
-            LOOPBACK,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-        ]
-        .iter()
-        .map(OsString::from)
-        .collect();
+        let mut args = match &self.tls {
+            Some(tls) => tls.args(self.port()),
+            None => vec!["--port".into(), self.port().to_string().into()],
+        };
+        args.extend(
+            [
+                "--bind",
+                LOOPBACK,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ]
+            .iter()
+            .map(OsString::from),
+        );
         args.push("--dir".into());
         args.push(self.dir.path().into());
         args.push("--logfile".into());
@@ -347,7 +371,9 @@ impl RedisServer {
                     log_tail,
                 });
             }
-            if answering_pid(port, Duration::from_millis(500)).await == Some(pid) {
+            if answering_pid(port, self.client_tls.as_ref(), Duration::from_millis(500)).await
+                == Some(pid)
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -367,7 +393,13 @@ impl RedisServer {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if ping_once(self.port(), left.min(Duration::from_millis(500))).await {
+            if ping_once(
+                self.port(),
+                self.client_tls.as_ref(),
+                left.min(Duration::from_millis(500)),
+            )
+            .await
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -465,18 +497,18 @@ impl Drop for RedisServer {
 }
 
 /// Whether something answers `PING` on the port within `timeout`.
-async fn ping_once(port: u16, timeout: Duration) -> bool {
-    let reply: Result<String, _> = command::on_port(port, vec![Value::from("PING")], timeout).await;
+async fn ping_once(port: u16, tls: Option<&TlsConfig>, timeout: Duration) -> bool {
+    let reply: Result<String, _> =
+        command::on_port_tls(port, tls, vec![Value::from("PING")], timeout).await;
     reply.is_ok_and(|r| r == "PONG")
 }
 
 /// `process_id` from `INFO server`, if the server answers within `timeout`:
 /// which process answers, so that another Redis that took the port does not
 /// pass for the one just spawned.
-async fn answering_pid(port: u16, timeout: Duration) -> Option<u32> {
-    let info: String = command::on_port(port, vec!["INFO".into(), "server".into()], timeout)
-        .await
-        .ok()?;
+async fn answering_pid(port: u16, tls: Option<&TlsConfig>, timeout: Duration) -> Option<u32> {
+    let args = vec!["INFO".into(), "server".into()];
+    let info: String = command::on_port_tls(port, tls, args, timeout).await.ok()?;
     info.lines().find_map(|line| {
         line.strip_prefix("process_id:")
             .and_then(|v| v.trim().parse().ok())
