@@ -126,29 +126,30 @@ struct NewMessage {
     text: String,
 }
 
-/// `415` unless the body is declared JSON: a form or a text body posted by
-/// a page of another origin is refused rather than parsed.
-fn require_json(headers: &HeaderMap) -> Result<(), Response> {
-    let essence = headers
+/// Whether the body is declared JSON. Anything else gets `415`, so that a
+/// form or a text body posted by a page of another origin is refused
+/// rather than parsed.
+fn declared_json(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    match essence {
-        Some(t) if t.eq_ignore_ascii_case("application/json") => Ok(()),
-        _ => Err(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the body must be JSON, sent as `Content-Type: application/json`",
-        )),
-    }
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_json() -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the body must be JSON, sent as `Content-Type: application/json`",
+    )
 }
 
 async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(chat_id) = chat_id.parse::<u64>() else {
         return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
     };
-    if let Err(refused) = require_json(&headers) {
-        return refused;
+    if !declared_json(&headers) {
+        return not_json();
     }
     let msg: NewMessage = match serde_json::from_slice(&body) {
         Ok(m) => m,
@@ -201,8 +202,8 @@ async fn notify(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Re
     if !valid_user_name(&name) {
         return error(StatusCode::NOT_FOUND, format!("no user `{name}`"));
     }
-    if let Err(refused) = require_json(&headers) {
-        return refused;
+    if !declared_json(&headers) {
+        return not_json();
     }
     let n: Notification = match serde_json::from_slice(&body) {
         Ok(n) => n,
