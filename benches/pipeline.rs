@@ -226,7 +226,7 @@ impl Transport for NullTransport {
         Box::pin(async {
             Ok(DeliveryReport {
                 namespaces: 1,
-                socket_errors: 0,
+                ..Default::default()
             })
         })
     }

@@ -190,3 +190,52 @@ async fn two_chat_servers_and_the_worker_share_redis() {
     drop((a, b));
     drop(redis);
 }
+
+/// Redis down under a chat server: a post answers 503 and says that this
+/// server's own sockets got the message, which they did; a request refused
+/// before broadcasting says nobody got it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_while_redis_is_down_says_it_was_delivered_locally() {
+    let Some(mut redis) = RedisServer::start().await.expect("starting redis-server") else {
+        return;
+    };
+    let server = ChatServer::start_with(&[("REDIS_URL", &redis.url())]).await;
+    let mut alice = client(&server, "alice").await;
+    join(&alice, 1).await;
+    assert_eq!(
+        next(&mut alice, "alice", "joined").await,
+        json!({"room": "chat|1"})
+    );
+    let t0 = unix_now();
+
+    redis.kill().await.expect("killing redis-server");
+    // Within the 2 s command timeout, well inside the HTTP helper's bound.
+    let r = server
+        .post(
+            "/chats/1/messages",
+            &json!({"author": "bob", "text": "during the outage"}),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{r:?}");
+    let body = r.json();
+    assert_eq!(body["delivered_locally"], json!(true), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("remote delivery failed")),
+        "{body}"
+    );
+    let p = next(&mut alice, "alice", "message_posted").await;
+    assert_message(&p, 1, "bob", "during the outage", t0);
+
+    // Refused before any delivery: no `delivered_locally` claim at all.
+    let r = server
+        .post("/chats/1/messages", &json!({"author": "bob", "text": ""}))
+        .await;
+    assert_eq!(r.status, 422, "{r:?}");
+    assert!(r.json().get("delivered_locally").is_none(), "{r:?}");
+
+    let _ = alice.disconnect().await;
+    drop(server);
+    drop(redis);
+}

@@ -473,3 +473,46 @@ async fn chat_demo_with_the_official_socket_io_client() {
     }
     d.finish().await;
 }
+
+/// Posts whose body is not declared JSON are refused with 415 before
+/// anything is parsed or broadcast; JSON with a charset is JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_posts_must_be_declared_json() {
+    let server = ChatServer::start().await;
+    let message = json!({"author": "bob", "text": "hi"}).to_string();
+    let notification = json!({"text": "hi"}).to_string();
+    let mut refused = 0;
+    for (path, body) in [
+        ("/chats/1/messages", &message),
+        ("/users/bob/notify", &notification),
+    ] {
+        for content_type in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "",
+        ] {
+            let r = server
+                .post_raw(path, &[("Content-Type", content_type)], body.as_bytes())
+                .await;
+            assert_eq!(r.status, 415, "{path} as {content_type:?}: {r:?}");
+            assert!(
+                r.json()["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("application/json")),
+                "{r:?}"
+            );
+            refused += 1;
+        }
+        let r = server
+            .post_raw(
+                path,
+                &[("content-type", "Application/JSON; charset=utf-8")],
+                body.as_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{path}: {r:?}");
+    }
+    assert_eq!(refused, 10);
+}

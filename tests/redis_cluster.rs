@@ -74,7 +74,7 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
 
     // Worker -> every room, on both servers.
     for (j, (ns, room)) in rooms.iter().enumerate() {
-        worker
+        let outcome = worker
             .broadcaster
             .broadcast(ShardPing {
                 namespace: ns.clone(),
@@ -83,6 +83,9 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
             })
             .await
             .unwrap();
+        // Each shard's primary counts the subscriptions it holds: both
+        // servers'.
+        assert_eq!(outcome.remote_receivers(ns), Some(2), "{outcome:?}");
     }
     for (j, c) in on_a.iter_mut().chain(on_b.iter_mut()).enumerate() {
         let got = c.next_event(WAIT).await.unwrap();
@@ -94,7 +97,8 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
     // Server A -> B and B -> A, one room per shard each way.
     for j in 0..3 {
         let (ns, room) = &rooms[j];
-        a.parts
+        let outcome = a
+            .parts
             .broadcaster
             .broadcast(ShardPing {
                 namespace: ns.clone(),
@@ -103,6 +107,8 @@ async fn cluster_delivers_across_servers_and_from_a_worker_to_rooms_on_every_sha
             })
             .await
             .unwrap();
+        // B's subscription, not A's own.
+        assert_eq!(outcome.remote_receivers(ns), Some(1), "{outcome:?}");
         assert_eq!(
             seq_of(&on_b[j].next_event(WAIT).await.unwrap()),
             100 + j as u64

@@ -105,6 +105,7 @@ async fn redis_restart_errors_in_time_keeps_local_delivery_and_resumes_by_itself
         other => panic!("unexpected {other:?}"),
     }
     assert!(err.to_string().contains("remote delivery failed"), "{err}");
+    assert!(err.delivered_locally(), "{err:?}");
     assert_eq!(next_text(&mut a1, QUIET).await.as_deref(), Some("during"));
     let stats = a.parts.connection.stats();
     assert_eq!(
@@ -124,6 +125,7 @@ async fn redis_restart_errors_in_time_keeps_local_delivery_and_resumes_by_itself
         .await
         .unwrap_err();
     let worker_error_after = t0.elapsed();
+    assert!(!err.delivered_locally(), "{err:?}");
     eprintln!("worker broadcast during outage failed after {worker_error_after:?}: {err}");
     assert!(worker_error_after <= DEFAULT_COMMAND_TIMEOUT + SLACK);
     assert!(
@@ -207,6 +209,37 @@ async fn redis_restart_errors_in_time_keeps_local_delivery_and_resumes_by_itself
         .unwrap();
     assert_eq!(next_text(&mut a1, WAIT).await.as_deref(), Some("steady"));
     assert_eq!(next_text(&mut b1, WAIT).await.as_deref(), Some("steady"));
+
+    // The retry of a broadcast delivered locally: the other server's
+    // sockets get it, this server's do not get it twice (shown by order:
+    // A's client gets the next broadcast first).
+    let outcome = a
+        .parts
+        .remote
+        .broadcast(MessagePosted {
+            chat_id: 1,
+            text: "retried".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome.remote_receivers("/"), Some(1), "{outcome:?}");
+    assert_eq!(next_text(&mut b1, WAIT).await.as_deref(), Some("retried"));
+    a.parts
+        .broadcaster
+        .broadcast(MessagePosted {
+            chat_id: 1,
+            text: "after the retry".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut a1, WAIT).await.as_deref(),
+        Some("after the retry")
+    );
+    assert_eq!(
+        next_text(&mut b1, WAIT).await.as_deref(),
+        Some("after the retry")
+    );
 
     for node in [&a, &b] {
         let s = node.parts.connection.stats();

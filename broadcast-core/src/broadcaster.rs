@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::error::{AlreadyInstalled, BroadcastError};
 use crate::event::BroadcastEvent;
 use crate::target::{IntoTargets, Targets};
-use crate::transport::{Delivery, SocketIoTransport, Transport};
+use crate::transport::{Delivery, RemoteReceivers, SocketIoTransport, Transport};
 use crate::util::{BoxFuture, echo};
 
 /// Default limit on a serialized payload: 1 MiB.
@@ -96,6 +96,7 @@ pub enum Outcome {
     /// Nothing was sent, and why.
     Skipped(SkipReason),
     /// The event was handed to the transport.
+    #[non_exhaustive]
     Delivered {
         /// The targets it went to.
         targets: Targets,
@@ -103,6 +104,10 @@ pub enum Outcome {
         bytes: usize,
         /// Local sockets that could not be written to (closed mid-broadcast).
         socket_errors: usize,
+        /// Through Redis: per namespace, how many other processes received
+        /// the publish (see [`Outcome::remote_receivers`]); empty for
+        /// in-process delivery.
+        remote: Vec<RemoteReceivers>,
     },
 }
 
@@ -116,6 +121,39 @@ impl Outcome {
     pub fn targets(&self) -> Option<&Targets> {
         match self {
             Outcome::Delivered { targets, .. } => Some(targets),
+            Outcome::Skipped(_) => None,
+        }
+    }
+
+    /// How many other processes received the publish to `namespace`
+    /// through Redis: the other servers subscribed to it (for a worker:
+    /// every server) when Redis handled it. `None` when nothing was
+    /// published for that namespace (in-process delivery, skipped, another
+    /// namespace).
+    ///
+    /// `Some(0)` is normal with a single server; with several it means
+    /// they missed the event, typically while re-subscribing after a
+    /// Redis restart (counted in `RedisStatsSnapshot::no_receivers`).
+    /// Redis counts subscriptions, not sockets: a server that received the
+    /// request may still have no socket in the rooms.
+    ///
+    /// ```no_run
+    /// # use broadcast_core::BroadcastEvent;
+    /// # #[derive(serde::Serialize, BroadcastEvent)]
+    /// # struct Ping;
+    /// # async fn run(b: broadcast_core::Broadcaster) -> Result<(), broadcast_core::BroadcastError> {
+    /// let outcome = b.broadcast(Ping).await?;
+    /// if outcome.remote_receivers("/") == Some(0) {
+    ///     tracing::warn!("no other server received it");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn remote_receivers(&self, namespace: &str) -> Option<u64> {
+        match self {
+            Outcome::Delivered { remote, .. } => remote
+                .iter()
+                .find(|r| r.namespace == namespace)
+                .map(|r| r.receivers),
             Outcome::Skipped(_) => None,
         }
     }
@@ -200,6 +238,7 @@ impl Broadcaster {
                 targets,
                 bytes,
                 socket_errors,
+                ..
             }) => {
                 c.delivered.fetch_add(1, Ordering::Relaxed);
                 c.bytes.fetch_add(*bytes as u64, Ordering::Relaxed);
@@ -290,6 +329,7 @@ impl Broadcaster {
                 targets,
                 bytes,
                 socket_errors: report.socket_errors,
+                remote: report.remote,
             }),
             Err(failure) => Err(BroadcastError::Transport {
                 event: E::NAME,

@@ -114,6 +114,41 @@ impl BroadcastError {
             | Self::Transport { event, .. } => event,
         }
     }
+
+    /// Whether this server's own sockets received the event for every
+    /// target and only publishing to the other servers failed
+    /// ([`TransportError::RemoteFailed`]).
+    ///
+    /// This decides how to retry without sending anyone the event twice:
+    /// when `true`, the local sockets already have it, so retry with the
+    /// server's remote-only broadcaster (`RedisSocketIo::remote`, feature
+    /// `redis`), which publishes to the other servers only; retrying with
+    /// the usual broadcaster would deliver it to this server's sockets a
+    /// second time. When `false`, an error raised before delivery (invalid
+    /// target, payload, ...) means nobody got it and a plain retry is safe;
+    /// a transport error names one failed namespace, and the broadcast's
+    /// other namespaces may have been delivered, so a caller that must
+    /// never duplicate sends events of one namespace only.
+    ///
+    /// ```
+    /// use broadcast_core::{BroadcastError, TransportError};
+    /// let e = BroadcastError::Transport {
+    ///     event: "message_posted",
+    ///     namespace: "namespace `/`".into(),
+    ///     source: TransportError::RemoteFailed("Redis is down".into()),
+    /// };
+    /// assert!(e.delivered_locally());
+    /// assert!(!BroadcastError::NotInstalled { event: "message_posted" }.delivered_locally());
+    /// ```
+    pub fn delivered_locally(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport {
+                source: TransportError::RemoteFailed(_),
+                ..
+            }
+        )
+    }
 }
 
 /// A transport's failure to deliver.
@@ -128,7 +163,10 @@ pub enum TransportError {
     #[error("adapter error: {0}")]
     Adapter(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Local sockets received the event but other servers may not have:
-    /// publishing to the other nodes failed.
+    /// publishing to the other nodes failed. A server transport reports it
+    /// only when every namespace reached its local sockets (a local failure
+    /// is reported first), which is what
+    /// [`BroadcastError::delivered_locally`] relies on.
     #[error("delivered to this server's sockets, but remote delivery failed: {0}")]
     RemoteFailed(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The transport did not answer in time.

@@ -190,7 +190,7 @@ impl Transport for FakeTransport {
         let namespaces = d.targets.namespaces().count();
         Box::pin(std::future::ready(Ok(DeliveryReport {
             namespaces,
-            socket_errors: 0,
+            ..Default::default()
         })))
     }
 }

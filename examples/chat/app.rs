@@ -1,4 +1,13 @@
 //! The chat server, as a router: used by `main.rs` and by the tests.
+//!
+//! A demo, not an authentication scheme: the socket "login" is a user name
+//! taken on trust, and the `author` of a `POST /chats/{id}/messages` body is
+//! checked only for its shape and the chat's member list, not against who
+//! sent the request. A real app checks a token in two places: at connect,
+//! in the [`Rooms`] authenticator (`authenticate` below: a signed token in
+//! `h.auth()` or a session cookie), and on every HTTP request, in an axum
+//! extractor or middleware that turns the session into the author, instead
+//! of reading the author from the body.
 
 use std::error::Error;
 
@@ -117,10 +126,31 @@ struct NewMessage {
     text: String,
 }
 
+/// Whether the body is declared JSON. Anything else gets `415`, so that a
+/// form or a text body posted by a page of another origin is refused
+/// rather than parsed.
+fn declared_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn not_json() -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "the body must be JSON, sent as `Content-Type: application/json`",
+    )
+}
+
 async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let Ok(chat_id) = chat_id.parse::<u64>() else {
         return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
     };
+    if !declared_json(&headers) {
+        return not_json();
+    }
     let msg: NewMessage = match serde_json::from_slice(&body) {
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")),
@@ -168,9 +198,12 @@ struct Notification {
     text: String,
 }
 
-async fn notify(Path(name): Path<String>, body: Bytes) -> Response {
+async fn notify(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if !valid_user_name(&name) {
         return error(StatusCode::NOT_FOUND, format!("no user `{name}`"));
+    }
+    if !declared_json(&headers) {
+        return not_json();
     }
     let n: Notification = match serde_json::from_slice(&body) {
         Ok(n) => n,
@@ -209,9 +242,20 @@ fn delivered(
         Err(broadcast_core::BroadcastError::InvalidExceptSocket { .. }) => {
             error(StatusCode::BAD_REQUEST, "X-Socket-ID is not a socket id")
         }
+        // The body tells the caller whether this server's sockets already
+        // have the event: if so, retrying the request would show it twice
+        // to them (a real app retries with `RedisSocketIo::remote`, which
+        // publishes to the other servers only).
         Err(e) => {
             tracing::error!(error = %e, "broadcast failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "error": e.to_string(),
+                    "delivered_locally": e.delivered_locally(),
+                })),
+            )
+                .into_response()
         }
     }
 }

@@ -11,6 +11,13 @@
 //!
 //! Environment: `PORT` (default 3000), `HOST` (default 127.0.0.1),
 //! `REDIS_URL` (optional). See README.md for the Socket.IO protocol.
+//!
+//! A demo: the "login" is a name, not a secret, and the `author` of a posted
+//! message is not checked against who sent it. A real app authenticates a
+//! token at connect (the `Rooms` authenticator, in `app.rs`) and on every
+//! HTTP request, and takes the author from that session (see `app.rs`).
+//! Posts must be `Content-Type: application/json` (else `415`); a broadcast
+//! that fails answers `503` with `{"error", "delivered_locally"}`.
 
 mod app;
 mod events;

@@ -278,7 +278,8 @@ impl ChatServer {
         self.post_raw(path, &[], body.to_string().as_bytes()).await
     }
 
-    /// Posts raw bytes as `application/json` with extra headers.
+    /// Posts raw bytes as `application/json` with extra headers (a
+    /// `Content-Type` among them replaces it; an empty one sends none).
     pub async fn post_raw(
         &self,
         path: &str,
@@ -390,12 +391,21 @@ async fn http_inner(
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    // A `Content-Type` among `headers` replaces the JSON default; an empty
+    // one sends none.
+    let own_type = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
     if !body.is_empty() || method == "POST" {
-        req.push_str("Content-Type: application/json\r\n");
+        if !own_type {
+            req.push_str("Content-Type: application/json\r\n");
+        }
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        if !v.is_empty() {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();

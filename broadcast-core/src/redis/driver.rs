@@ -152,12 +152,14 @@ impl Driver for MeteredFredDriver {
             write(&self.handlers).remove(&chan);
             return Err(e);
         }
+        self.stats.counters().subscribed.insert(&chan);
         tracing::debug!(channel = %chan, "subscribed");
         Ok(MessageStream::new(rx))
     }
 
     async fn unsubscribe(&self, chan: String) -> Result<(), Self::Error> {
         write(&self.handlers).remove(&chan);
+        self.stats.counters().subscribed.remove(&chan);
         self.client.sunsubscribe(chan).await
     }
 
@@ -289,6 +291,8 @@ async fn resubscribe_on_reconnect(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         Counters::add(&c.reconnects, 1);
+        // A new connection holds no subscription until restored below.
+        c.subscribed.clear();
         tracing::info!(%server, "reconnected to Redis; restoring shard subscriptions");
         for channel in client.tracked_shard_channels() {
             let mut delay = Duration::from_millis(100);
@@ -303,6 +307,7 @@ async fn resubscribe_on_reconnect(
                 match client.ssubscribe(channel.to_string()).await {
                     Ok(()) => {
                         Counters::add(&c.resubscribes, 1);
+                        c.subscribed.insert(&channel);
                         tracing::debug!(channel = %&*channel, "re-subscribed");
                         break;
                     }

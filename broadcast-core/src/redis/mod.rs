@@ -21,10 +21,18 @@
 //! - *Redis restart*: fred reconnects with the configured policy and the
 //!   server re-subscribes its shard channels by itself
 //!   ([`RedisStatsSnapshot::reconnects`]). Messages published while a
-//!   server is disconnected are not replayed (Redis pub/sub keeps nothing).
+//!   server is disconnected or not yet re-subscribed are not replayed
+//!   (Redis pub/sub keeps nothing); they are not silent either: the
+//!   publisher's outcome says how many other servers received each
+//!   publish ([`Outcome::remote_receivers`](crate::Outcome::remote_receivers),
+//!   [`RedisStatsSnapshot::no_receivers`]) and the missing server's
+//!   [`RedisConnection::is_ready`] is false until it has re-subscribed.
 //! - *Redis down*: `broadcast()` fails within the command timeout (default
 //!   2 s) with a [`TransportError`](crate::TransportError); on a server the
-//!   local sockets still get the event (`RemoteFailed`).
+//!   local sockets still get the event (`RemoteFailed`,
+//!   [`BroadcastError::delivered_locally`](crate::BroadcastError::delivered_locally)):
+//!   retry with [`RedisSocketIo::remote`], not the usual broadcaster, or
+//!   they get it twice.
 //! - *Garbage on the channels*: the adapter logs it and drops it.
 //! - *Cluster*: socketioxide-redis uses one request channel per namespace
 //!   (`{prefix}-request#{namespace}#`), so load spreads over shards by
@@ -102,6 +110,24 @@ pub struct RedisSocketIo {
     /// A broadcaster delivering to this server's sockets and, through Redis,
     /// to every other server's.
     pub broadcaster: Broadcaster,
+    /// A broadcaster publishing to the other servers only, not to this
+    /// server's sockets: the retry of a broadcast that failed with
+    /// [`BroadcastError::delivered_locally`](crate::BroadcastError::delivered_locally),
+    /// which would otherwise reach the local sockets twice.
+    ///
+    /// ```no_run
+    /// # use broadcast_core::BroadcastEvent;
+    /// # #[derive(Clone, serde::Serialize, BroadcastEvent)]
+    /// # struct Ping;
+    /// # async fn run(parts: broadcast_core::redis::RedisSocketIo) -> Result<(), broadcast_core::BroadcastError> {
+    /// if let Err(e) = parts.broadcaster.broadcast(Ping).await {
+    ///     if e.delivered_locally() {
+    ///         parts.remote.broadcast(Ping).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub remote: Broadcaster,
     /// Stats and shutdown of the Redis connection.
     pub connection: RedisConnection,
 }
@@ -149,6 +175,9 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
         .with_adapter::<RedisAdapter>(ctr);
     let (layer, io) = config.configure_socketio(builder).build_layer();
     let transport = RedisServerTransport::new(io.clone(), &driver, &config);
+    let remote = Broadcaster::builder(transport.remote_only())
+        .max_payload_bytes(config.max_payload_bytes_value())
+        .build();
     tracing::info!(
         server_id = %io.config().server_id,
         prefix = config.prefix_str(),
@@ -160,6 +189,7 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
         broadcaster: Broadcaster::builder(transport)
             .max_payload_bytes(config.max_payload_bytes_value())
             .build(),
+        remote,
         connection,
     })
 }
@@ -205,6 +235,18 @@ impl Client {
         }
     }
 
+    /// Whether Redis confirmed, on the current connection, every shard
+    /// channel the client is meant to hold (always, for a plain client).
+    fn holds_subscriptions(&self, stats: &RedisStats) -> bool {
+        match self {
+            Self::Plain(_) => true,
+            Self::Subscriber(c) => c
+                .tracked_shard_channels()
+                .iter()
+                .all(|channel| stats.counters().subscribed.contains(channel)),
+        }
+    }
+
     async fn quit(&self) -> Result<(), fred::error::Error> {
         match self {
             Self::Plain(c) => c.quit().await,
@@ -244,6 +286,7 @@ impl std::fmt::Debug for RedisConnection {
         f.debug_struct("RedisConnection")
             .field("target", &self.target)
             .field("connected", &self.is_connected())
+            .field("ready", &self.is_ready())
             .field("stats", &self.stats())
             .finish()
     }
@@ -319,7 +362,9 @@ impl RedisConnection {
         self.stats.clone()
     }
 
-    /// Whether every underlying connection is up (e.g. for a health check).
+    /// Whether every underlying connection is up. A server may be connected
+    /// and still miss broadcasts while it re-subscribes after a reconnect:
+    /// a health check wants [`is_ready`](Self::is_ready).
     ///
     /// ```no_run
     /// # fn f(connection: &broadcast_core::redis::RedisConnection) -> &'static str {
@@ -328,6 +373,26 @@ impl RedisConnection {
     /// ```
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
+    }
+
+    /// Whether this process sends and receives broadcasts through Redis
+    /// right now, for a health check: connected and, on a server, every
+    /// shard subscription of its namespaces confirmed by Redis on the
+    /// current connection. False while Redis is down and while a server
+    /// re-subscribes after a reconnect (other servers' broadcasts do not
+    /// reach its sockets then). For a worker, the same as
+    /// [`is_connected`](Self::is_connected).
+    ///
+    /// It follows fred's reconnect notification, so for an instant after a
+    /// reconnect, before the notification is handled, it may still be true.
+    ///
+    /// ```no_run
+    /// # fn f(connection: &broadcast_core::redis::RedisConnection) -> u16 {
+    /// if connection.is_ready() { 200 } else { 503 }
+    /// # }
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.is_connected() && self.client.holds_subscriptions(&self.stats)
     }
 
     /// Stops the background tasks and closes the connection. Broadcasts

@@ -102,12 +102,13 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         Ok((request_channel(&self.prefix, &group.namespace), bytes))
     }
 
+    /// Publishes one request; returns how many other processes received it.
     pub(crate) async fn publish(
         &self,
         channel: String,
         bytes: Vec<u8>,
         event: &'static str,
-    ) -> Result<(), PublishError> {
+    ) -> Result<u64, PublishError> {
         let c = self.stats.counters();
         let len = bytes.len() as u64;
         // fred enforces the command timeout itself, and skips a timed-out
@@ -124,8 +125,16 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
             Ok(Ok(receivers)) => {
                 Counters::add(&c.published, 1);
                 Counters::add(&c.bytes_published, len);
-                tracing::trace!(%channel, event, receivers, bytes = len, "published");
-                Ok(())
+                // A server receives its own requests (and ignores them):
+                // Redis counts its subscription when it holds one. A
+                // worker holds none.
+                let own = u64::from(c.subscribed.contains(&channel));
+                let others = u64::try_from(receivers).unwrap_or(0).saturating_sub(own);
+                if others == 0 {
+                    Counters::add(&c.no_receivers, 1);
+                }
+                tracing::trace!(%channel, event, receivers = others, bytes = len, "published");
+                Ok(others)
             }
             Ok(Err(source)) => Err(PublishError::from_fred(
                 channel.clone(),
@@ -150,7 +159,7 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         &self,
         requests: Vec<(NamespaceTargets, String, Vec<u8>)>,
         event: &'static str,
-    ) -> Vec<(NamespaceTargets, Result<(), PublishError>)> {
+    ) -> Vec<(NamespaceTargets, Result<u64, PublishError>)> {
         let futures = requests
             .into_iter()
             .map(|(group, channel, bytes)| async move {
@@ -224,30 +233,59 @@ impl Transport for RedisTransport {
         &'a self,
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
-        Box::pin(async move {
-            let mut requests = Vec::new();
-            for group in d.targets.namespaces() {
-                let (channel, bytes) =
-                    self.publisher
-                        .encode(group, &d)
-                        .map_err(|error| NamespaceFailure {
-                            target: group.clone(),
-                            error,
-                        })?;
-                requests.push((group.clone(), channel, bytes));
+        Box::pin(publish_only(&self.publisher, d))
+    }
+}
+
+/// A delivery by publishing alone: a worker's, and a server's remote-only
+/// retry.
+async fn publish_only<C: PubsubInterface + Send + Sync>(
+    publisher: &Publisher<C>,
+    d: Delivery<'_>,
+) -> Result<DeliveryReport, NamespaceFailure> {
+    let mut requests = Vec::new();
+    for group in d.targets.namespaces() {
+        let (channel, bytes) = publisher
+            .encode(group, &d)
+            .map_err(|error| NamespaceFailure {
+                target: group.clone(),
+                error,
+            })?;
+        requests.push((group.clone(), channel, bytes));
+    }
+    let mut tally = Tally::default();
+    for (group, result) in publisher.publish_all(requests, d.event).await {
+        match result {
+            Ok(receivers) => tally.published(&group, receivers),
+            Err(PublishError::Timeout { timeout, .. }) => {
+                tally.failed(&group, TransportError::Timeout(timeout))
             }
-            let mut tally = Tally::default();
-            for (group, result) in self.publisher.publish_all(requests, d.event).await {
-                match result {
-                    Ok(()) => tally.delivered(),
-                    Err(PublishError::Timeout { timeout, .. }) => {
-                        tally.failed(&group, TransportError::Timeout(timeout))
-                    }
-                    Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
-                }
-            }
-            tally.finish()
-        })
+            Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
+        }
+    }
+    tally.finish()
+}
+
+/// Publishes to the other servers only, as the server itself (so its own
+/// adapter ignores the request): the retry of a server broadcast whose
+/// local delivery succeeded; built by [`server`](super::server).
+pub(crate) struct RedisRemoteTransport {
+    publisher: Publisher<fred::clients::SubscriberClient>,
+}
+
+impl std::fmt::Debug for RedisRemoteTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisRemoteTransport")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport for RedisRemoteTransport {
+    fn deliver<'a>(
+        &'a self,
+        d: Delivery<'a>,
+    ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
+        Box::pin(publish_only(&self.publisher, d))
     }
 }
 
@@ -284,6 +322,14 @@ impl RedisServerTransport {
         );
         Self { io, publisher }
     }
+
+    /// The remote-only transport of the same server: same connection, same
+    /// node id.
+    pub(crate) fn remote_only(&self) -> RedisRemoteTransport {
+        RedisRemoteTransport {
+            publisher: self.publisher.clone(),
+        }
+    }
 }
 
 impl Transport for RedisServerTransport {
@@ -304,7 +350,7 @@ impl Transport for RedisServerTransport {
             let mut remote_failed = false;
             for (group, result) in self.publisher.publish_all(requests, d.event).await {
                 match result {
-                    Ok(()) => tally.delivered(),
+                    Ok(receivers) => tally.published(&group, receivers),
                     Err(error) => {
                         remote_failed = true;
                         tally.failed(&group, TransportError::RemoteFailed(Box::new(error)));

@@ -1,7 +1,8 @@
 //! Counters of one Redis connection (a server's or a worker's).
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -16,6 +17,42 @@ pub(crate) struct Counters {
     pub(crate) reconnects: AtomicU64,
     pub(crate) resubscribes: AtomicU64,
     pub(crate) resubscribe_failed: AtomicU64,
+    pub(crate) no_receivers: AtomicU64,
+    /// Shard channels this process's subscriber is subscribed to on its
+    /// current connection, as confirmed by Redis.
+    pub(crate) subscribed: Subscribed,
+}
+
+/// The shard channels a subscriber holds right now. Redis counts the
+/// publishing server's own subscription in SPUBLISH's reply, so the
+/// publisher needs to know whether it holds the channel to count the
+/// other servers; the health check needs it to know the subscriptions
+/// survived a reconnect.
+#[derive(Debug, Default)]
+pub(crate) struct Subscribed(RwLock<HashSet<String>>);
+
+impl Subscribed {
+    // Every write is one insert, remove or clear, so the set stays
+    // consistent even if a holder panicked.
+    pub(crate) fn insert(&self, channel: &str) {
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        set.insert(channel.to_owned());
+    }
+
+    pub(crate) fn remove(&self, channel: &str) {
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        set.remove(channel);
+    }
+
+    pub(crate) fn clear(&self) {
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        set.clear();
+    }
+
+    pub(crate) fn contains(&self, channel: &str) -> bool {
+        let set = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        set.contains(channel)
+    }
 }
 
 impl Counters {
@@ -68,6 +105,14 @@ pub struct RedisStatsSnapshot {
     pub resubscribes: u64,
     /// Re-subscriptions that failed (retried until they succeed).
     pub resubscribe_failed: u64,
+    /// Publishes that reached no other process: SPUBLISH's count of
+    /// receivers, minus this server's own subscription, was 0. Normal when
+    /// this is the only server (or a worker with no server running);
+    /// otherwise the other servers were not subscribed (e.g. still
+    /// re-subscribing after a Redis restart) and missed the event. Each
+    /// broadcast's own count is in
+    /// [`Outcome::remote_receivers`](crate::Outcome::remote_receivers).
+    pub no_receivers: u64,
 }
 
 impl RedisStatsSnapshot {
@@ -104,6 +149,7 @@ impl RedisStats {
             reconnects: load(&c.reconnects),
             resubscribes: load(&c.resubscribes),
             resubscribe_failed: load(&c.resubscribe_failed),
+            no_receivers: load(&c.no_receivers),
         }
     }
 

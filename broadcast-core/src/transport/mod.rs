@@ -43,13 +43,38 @@ pub struct NamespaceFailure {
 }
 
 /// What a transport reports after a delivery.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// Namespaces emitted to.
     pub namespaces: usize,
     /// Local sockets that could not be written to (closed or full); they are
     /// logged, not treated as a failure of the broadcast.
     pub socket_errors: usize,
+    /// For transports that publish to other processes (Redis), how many
+    /// received each namespace's publish; empty for in-process delivery.
+    pub remote: Vec<RemoteReceivers>,
+}
+
+/// How many other processes received one namespace's publish.
+///
+/// With Redis this is SPUBLISH's count of subscribers, less the publishing
+/// server's own subscription: the other servers (for a worker: all the
+/// servers) that were subscribed to the namespace when Redis handled the
+/// publish. 0 with a single server is normal; with several, it means they
+/// missed the event (e.g. they were still re-subscribing after a Redis
+/// restart).
+///
+/// ```
+/// use broadcast_core::transport::RemoteReceivers;
+/// let r = RemoteReceivers { namespace: "/".into(), receivers: 2 };
+/// assert_eq!(r.receivers, 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReceivers {
+    /// The namespace published to.
+    pub namespace: std::borrow::Cow<'static, str>,
+    /// Other processes subscribed to it when Redis handled the publish.
+    pub receivers: u64,
 }
 
 /// Collects a delivery over several namespaces: the namespaces that went
@@ -64,6 +89,16 @@ pub(crate) struct Tally {
 impl Tally {
     pub(crate) fn delivered(&mut self) {
         self.report.namespaces += 1;
+    }
+
+    /// A namespace published to other processes, `receivers` of which got it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn published(&mut self, target: &NamespaceTargets, receivers: u64) {
+        self.delivered();
+        self.report.remote.push(RemoteReceivers {
+            namespace: target.namespace.clone(),
+            receivers,
+        });
     }
 
     pub(crate) fn failed(&mut self, target: &NamespaceTargets, error: TransportError) {
@@ -98,7 +133,7 @@ impl Tally {
 ///     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
 ///         Box::pin(async move {
 ///             println!("{} -> {:?}: {}", d.event, d.targets.room_names(), d.payload);
-///             Ok(DeliveryReport { namespaces: d.targets.namespaces().count(), socket_errors: 0 })
+///             Ok(DeliveryReport { namespaces: d.targets.namespaces().count(), ..Default::default() })
 ///         })
 ///     }
 /// }
