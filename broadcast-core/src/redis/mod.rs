@@ -25,7 +25,16 @@
 //! - *Redis down*: `broadcast()` fails within the command timeout (default
 //!   2 s) with a [`TransportError`](crate::TransportError); on a server the
 //!   local sockets still get the event (`RemoteFailed`).
-//! - *Garbage on the channels*: the adapter logs it and drops it.
+//! - *What arrives on the channels*: only broadcasts of text events, the
+//!   one request this framework publishes, reach socketioxide; anything
+//!   else (binary or Connect packets, joins, disconnects, garbage, oversize
+//!   data) is dropped, counted in [`RedisStatsSnapshot::rejected`] and
+//!   logged at `warn` at most once a second. Redis is still trusted: see
+//!   the README's security model.
+//! - *Memory*: each channel's queue is bounded in messages and bytes
+//!   ([`RedisConfig::adapter_buffer_bytes`]); past it that namespace's
+//!   messages are dropped and counted ([`RedisStatsSnapshot::overflowed`]),
+//!   and the other namespaces are not held up.
 //! - *Cluster*: socketioxide-redis uses one request channel per namespace
 //!   (`{prefix}-request#{namespace}#`), so load spreads over shards by
 //!   namespace, not by room.
@@ -66,6 +75,7 @@ use crate::broadcaster::Broadcaster;
 mod config;
 mod driver;
 mod error;
+mod inbound;
 mod publish;
 mod stats;
 
@@ -73,7 +83,7 @@ pub use config::{
     DEFAULT_ADAPTER_BUFFER, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_PUBSUB_BUFFER,
     DEFAULT_SOCKET_BUFFER, REDIS_URL_ENV, RedisConfig,
 };
-pub use driver::MeteredFredDriver;
+pub use driver::{DEFAULT_ADAPTER_BUFFER_BYTES, MeteredFredDriver};
 pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;
