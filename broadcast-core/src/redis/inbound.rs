@@ -9,18 +9,15 @@
 //! only what the framework itself publishes, a Broadcast of one text Event,
 //! and drops the rest.
 //!
-//! The check decodes the same msgpack structure as socketioxide-core's
-//! `RequestIn`, field for field and in the same order, but borrows and skips
-//! everything it does not judge, so it allocates nothing. It may accept what
+//! The check walks the same msgpack structure as socketioxide-core's
+//! `RequestIn`, field for field and in the same order, and skips everything
+//! it does not judge, so it allocates nothing. It may accept what
 //! the adapter later refuses (the adapter logs that and carries on); it must
 //! never refuse what the framework sends, nor accept what the parser cannot
 //! serialize.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// Request type of a Broadcast in socketioxide-core's remote protocol.
 const REQUEST_BROADCAST: u8 = 0;
@@ -63,57 +60,184 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-// Field names and order are socketioxide-core's `RawRequest` and `RawPacket`
-// (`adapter/remote_packet.rs`, `packet.rs`): rmp-serde writes structs as
-// arrays, so the order is the format.
-#[derive(Deserialize)]
-struct RawRequest {
-    #[serde(rename = "node_id")]
-    _node_id: IgnoredAny,
-    #[serde(rename = "id")]
-    _id: IgnoredAny,
-    r#type: u8,
-    packet: Option<RawPacket>,
-    #[serde(rename = "rooms")]
-    _rooms: Option<IgnoredAny>,
-    #[serde(rename = "opts")]
-    _opts: Option<IgnoredAny>,
-    #[serde(default, rename = "ack_timeout_ms")]
-    _ack_timeout_ms: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct RawPacket {
-    #[serde(rename = "ns")]
-    _ns: IgnoredAny,
-    r#type: u8,
-    /// `Value` is `(variant, bytes, attachments)`.
-    data: Option<(u8, IgnoredAny, Option<IgnoredAny>)>,
-    ack: Option<IgnoredAny>,
-    #[serde(rename = "error")]
-    _error: Option<IgnoredAny>,
-}
+/// Nesting a request needs is 4 (request, packet, value, attachments);
+/// deeper data is never the framework's and would cost stack to skip.
+const MAX_DEPTH: usize = 16;
 
 /// Whether a message on a request channel may go to socketioxide.
+///
+/// The layout is socketioxide-core's `RawRequest` and `RawPacket`
+/// (`adapter/remote_packet.rs`, `packet.rs`) as rmp-serde writes them:
+/// structs as arrays, fields in declaration order. Walking the msgpack by
+/// hand skips the JSON text (an array of byte values) at a byte a step;
+/// serde's `IgnoredAny` visits each element and costs most of a full decode.
 pub(crate) fn check_request(data: &[u8]) -> Result<(), Rejection> {
-    let request: RawRequest = rmp_serde::from_slice(data).map_err(|_| Rejection::Undecodable)?;
-    if request.r#type != REQUEST_BROADCAST {
-        return Err(Rejection::RequestType(request.r#type));
+    let mut rd = Reader(data);
+    let undecodable = |_| Rejection::Undecodable;
+    // [node_id, id, type, packet, rooms, opts, ack_timeout_ms?]
+    let fields = rd.array_len().map_err(undecodable)?;
+    if !(6..=7).contains(&fields) {
+        return Err(Rejection::Undecodable);
     }
-    let packet = request.packet.ok_or(Rejection::MissingPacket)?;
-    if packet.r#type != PACKET_EVENT {
-        return Err(Rejection::PacketType(packet.r#type));
+    rd.skip(0).map_err(undecodable)?;
+    rd.skip(0).map_err(undecodable)?;
+    let request_type = rd.small_uint().map_err(undecodable)?;
+    if request_type != REQUEST_BROADCAST {
+        return Err(Rejection::RequestType(request_type));
     }
-    match packet.data {
-        Some((VALUE_STR, _, None)) => {}
-        // No data: the adapter refuses it itself ("missing field").
-        None => return Err(Rejection::Undecodable),
-        Some(_) => return Err(Rejection::BinaryValue),
+    if rd.nil().map_err(undecodable)? {
+        return Err(Rejection::MissingPacket);
     }
-    if packet.ack.is_some() {
+    // [ns, type, data, ack, error]
+    if rd.array_len().map_err(undecodable)? != 5 {
+        return Err(Rejection::Undecodable);
+    }
+    rd.skip(0).map_err(undecodable)?;
+    let packet_type = rd.small_uint().map_err(undecodable)?;
+    if packet_type != PACKET_EVENT {
+        return Err(Rejection::PacketType(packet_type));
+    }
+    // No data: the adapter refuses it itself ("missing field").
+    if rd.nil().map_err(undecodable)? {
+        return Err(Rejection::Undecodable);
+    }
+    // Value: [variant, bytes, attachments]
+    if rd.array_len().map_err(undecodable)? != 3 {
+        return Err(Rejection::Undecodable);
+    }
+    if rd.small_uint().map_err(undecodable)? != VALUE_STR {
+        return Err(Rejection::BinaryValue);
+    }
+    rd.skip(0).map_err(undecodable)?;
+    if !rd.nil().map_err(undecodable)? {
+        return Err(Rejection::BinaryValue);
+    }
+    if !rd.nil().map_err(undecodable)? {
         return Err(Rejection::AckId);
     }
+    // The rest (error, rooms, options) the adapter decodes or refuses; none
+    // of it reaches the parser.
     Ok(())
+}
+
+/// A msgpack cursor that reads only what the check needs.
+struct Reader<'a>(&'a [u8]);
+
+/// The data ended early or is not msgpack.
+struct Malformed;
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8, Malformed> {
+        let (&b, rest) = self.0.split_first().ok_or(Malformed)?;
+        self.0 = rest;
+        Ok(b)
+    }
+
+    fn advance(&mut self, n: usize) -> Result<(), Malformed> {
+        self.0 = self.0.get(n..).ok_or(Malformed)?;
+        Ok(())
+    }
+
+    /// A big-endian length of `width` bytes.
+    fn len(&mut self, width: usize) -> Result<usize, Malformed> {
+        let bytes = self.0.get(..width).ok_or(Malformed)?;
+        self.0 = &self.0[width..];
+        Ok(bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
+    }
+
+    fn peek(&self) -> Result<u8, Malformed> {
+        self.0.first().copied().ok_or(Malformed)
+    }
+
+    /// Consumes a nil and says so, or leaves anything else in place.
+    fn nil(&mut self) -> Result<bool, Malformed> {
+        if self.peek()? == 0xc0 {
+            self.0 = &self.0[1..];
+            Ok(true)
+        } else {
+            Ok(false)
+        }
+    }
+
+    fn array_len(&mut self) -> Result<usize, Malformed> {
+        match self.byte()? {
+            b @ 0x90..=0x9f => Ok(usize::from(b & 0x0f)),
+            0xdc => self.len(2),
+            0xdd => self.len(4),
+            _ => Err(Malformed),
+        }
+    }
+
+    /// An integer that fits a `u8`, in any of the encodings serde accepts
+    /// for one.
+    fn small_uint(&mut self) -> Result<u8, Malformed> {
+        let (width, signed) = match self.byte()? {
+            b @ 0x00..=0x7f => return Ok(b),
+            0xcc => (1, false),
+            0xcd => (2, false),
+            0xce => (4, false),
+            0xcf => (8, false),
+            0xd0 => (1, true),
+            0xd1 => (2, true),
+            0xd2 => (4, true),
+            0xd3 => (8, true),
+            _ => return Err(Malformed),
+        };
+        let bytes = self.0.get(..width).ok_or(Malformed)?;
+        self.0 = &self.0[width..];
+        if signed && bytes[0] & 0x80 != 0 {
+            return Err(Malformed);
+        }
+        let (high, last) = bytes.split_at(width - 1);
+        if high.iter().any(|&b| b != 0) {
+            return Err(Malformed);
+        }
+        Ok(last[0])
+    }
+
+    /// Skips one value of any type.
+    fn skip(&mut self, depth: usize) -> Result<(), Malformed> {
+        if depth > MAX_DEPTH {
+            return Err(Malformed);
+        }
+        let (items, payload) = match self.byte()? {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, 0),
+            b @ 0x80..=0x8f => (2 * usize::from(b & 0x0f), 0),
+            b @ 0x90..=0x9f => (usize::from(b & 0x0f), 0),
+            b @ 0xa0..=0xbf => (0, usize::from(b & 0x1f)),
+            0xc4 | 0xd9 => (0, self.len(1)?),
+            0xc5 | 0xda => (0, self.len(2)?),
+            0xc6 | 0xdb => (0, self.len(4)?),
+            0xc7 => (0, self.len(1)? + 1),
+            0xc8 => (0, self.len(2)? + 1),
+            0xc9 => (0, self.len(4)? + 1),
+            0xcc | 0xd0 => (0, 1),
+            0xcd | 0xd1 => (0, 2),
+            0xca | 0xce | 0xd2 => (0, 4),
+            0xcb | 0xcf | 0xd3 => (0, 8),
+            0xd4 => (0, 2),
+            0xd5 => (0, 3),
+            0xd6 => (0, 5),
+            0xd7 => (0, 9),
+            0xd8 => (0, 17),
+            0xdc => (self.len(2)?, 0),
+            0xdd => (self.len(4)?, 0),
+            0xde => (2 * self.len(2)?, 0),
+            0xdf => (2 * self.len(4)?, 0),
+            // 0xc1 is never used.
+            _ => return Err(Malformed),
+        };
+        self.advance(payload)?;
+        for _ in 0..items {
+            // Scalars inline: the JSON text is an array of small integers.
+            match self.peek()? {
+                0x00..=0x7f => self.0 = &self.0[1..],
+                0xcc => self.advance(2)?,
+                _ => self.skip(depth + 1)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The largest message handed on: twice the payload limit (rmp-serde writes
