@@ -131,9 +131,13 @@ const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// socketioxide-redis's own fred driver.
 ///
 /// Unlike that driver it counts messages lost to a full pub/sub buffer
-/// ([`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged)),
-/// waits instead of dropping when a namespace's queue is full, and restores
-/// its shard subscriptions every time fred reconnects.
+/// ([`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged)) or
+/// to a namespace queue over its message or byte budget
+/// ([`RedisStatsSnapshot::overflowed`](super::RedisStatsSnapshot::overflowed)),
+/// drops requests that are not what this framework publishes before
+/// socketioxide sees them
+/// ([`RedisStatsSnapshot::rejected`](super::RedisStatsSnapshot::rejected)),
+/// and restores its shard subscriptions every time fred reconnects.
 ///
 /// Only [`server`](super::server) builds one; the type is public so that
 /// [`RedisAdapter`](super::RedisAdapter) can be named in handlers.

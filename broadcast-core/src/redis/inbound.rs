@@ -228,13 +228,26 @@ impl Reader<'_> {
             _ => return Err(Malformed),
         };
         self.advance(payload)?;
-        for _ in 0..items {
-            // Scalars inline: the JSON text is an array of small integers.
+        let mut remaining = items;
+        while remaining > 0 {
+            // Runs of one-byte integers at once: the JSON text is an array
+            // of byte values, mostly ASCII.
+            let run = self
+                .0
+                .iter()
+                .take(remaining)
+                .take_while(|&&b| b < 0x80)
+                .count();
+            self.0 = &self.0[run..];
+            remaining -= run;
+            if remaining == 0 {
+                break;
+            }
             match self.peek()? {
-                0x00..=0x7f => self.0 = &self.0[1..],
                 0xcc => self.advance(2)?,
                 _ => self.skip(depth + 1)?,
             }
+            remaining -= 1;
         }
         Ok(())
     }

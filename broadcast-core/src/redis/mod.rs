@@ -17,7 +17,8 @@
 //! - *Bursts*: the buffers between Redis and the sockets are sized
 //!   ([`RedisConfig::pubsub_buffer`], [`RedisConfig::adapter_buffer`],
 //!   [`RedisConfig::socket_buffer`]); a message lost to an overflow anyway
-//!   is counted in [`RedisStatsSnapshot::lagged`] and logged at `error`.
+//!   is counted in [`RedisStatsSnapshot::lagged`] or
+//!   [`RedisStatsSnapshot::overflowed`] and logged at `error`.
 //! - *Redis restart*: fred reconnects with the configured policy and the
 //!   server re-subscribes its shard channels by itself
 //!   ([`RedisStatsSnapshot::reconnects`]). Messages published while a
