@@ -464,11 +464,9 @@ async fn pump(
             return;
         };
         queued.release(data.len());
-        if check {
-            if let Err(reason) = inbound::check_request(&data) {
-                inbound.reject(c, &channel, reason);
-                continue;
-            }
+        if check && let Err(reason) = inbound::check_request(&data) {
+            inbound.reject(c, &channel, reason);
+            continue;
         }
         permit.send((channel, data));
     }

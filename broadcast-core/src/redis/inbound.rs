@@ -350,12 +350,11 @@ mod tests {
     /// What the adapter does with an accepted request, up to the point where
     /// it serialized the packet for its sockets: this must never panic.
     fn adapter_handles(data: &[u8]) {
-        if let Ok(req) = rmp_serde::from_slice::<RequestIn>(data) {
-            if let socketioxide_core::adapter::remote_packet::RequestTypeIn::Broadcast(p) =
+        if let Ok(req) = rmp_serde::from_slice::<RequestIn>(data)
+            && let socketioxide_core::adapter::remote_packet::RequestTypeIn::Broadcast(p) =
                 req.r#type
-            {
-                let _ = CommonParser.encode(p);
-            }
+        {
+            let _ = CommonParser.encode(p);
         }
     }
 
@@ -591,11 +590,13 @@ mod tests {
     /// Requests of any request type, packet type, value variant,
     /// attachments and ack, with arbitrary text or bytes.
     fn generated() -> impl Strategy<Value = Vec<u8>> {
+        /// `(variant, bytes, attachments)`, as socketioxide-core writes a `Value`.
+        type RawValue<'a> = (u8, &'a [u8], &'a Option<Vec<Vec<u8>>>);
         #[derive(serde::Serialize)]
         struct Packet<'a> {
             ns: &'a str,
             r#type: u8,
-            data: Option<(u8, &'a [u8], &'a Option<Vec<Vec<u8>>>)>,
+            data: Option<RawValue<'a>>,
             ack: Option<i64>,
             error: Option<&'a str>,
         }
