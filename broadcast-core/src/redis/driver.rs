@@ -719,6 +719,17 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_zero_byte_budget_is_a_configuration_error() {
+        let config = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+        assert!(config.validate().is_ok());
+        let error = config.adapter_buffer_bytes(0).validate().unwrap_err();
+        assert!(
+            error.to_string().contains("adapter_buffer_bytes"),
+            "{error}"
+        );
+    }
+
     #[tokio::test]
     async fn the_message_budget_bounds_a_queue_too() {
         let h = harness(1 << 12, &[]);
