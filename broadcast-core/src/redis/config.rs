@@ -134,6 +134,7 @@ pub struct RedisConfig {
     reconnect: ReconnectPolicy,
     pubsub_buffer: usize,
     adapter_buffer: usize,
+    adapter_buffer_bytes: usize,
     socket_buffer: usize,
     max_payload_bytes: usize,
     socketio: SocketIoSettings,
@@ -522,6 +523,7 @@ impl RedisConfig {
             reconnect: ReconnectPolicy::new_exponential(0, 100, 2000, 2),
             pubsub_buffer: DEFAULT_PUBSUB_BUFFER,
             adapter_buffer: DEFAULT_ADAPTER_BUFFER,
+            adapter_buffer_bytes: super::driver::DEFAULT_ADAPTER_BUFFER_BYTES,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             max_payload_bytes: crate::broadcaster::DEFAULT_MAX_PAYLOAD_BYTES,
             socketio: SocketIoSettings::default(),
@@ -603,10 +605,12 @@ impl RedisConfig {
         self
     }
 
-    /// Messages queued per namespace between the Redis reader and the
-    /// adapter (default 65 536). When full, the reader waits (and the
-    /// pub/sub buffer absorbs the burst) rather than dropping. Memory is
-    /// only used by messages actually queued.
+    /// Messages queued per channel between the Redis reader and the
+    /// adapter (default 65 536). When full, further messages for that
+    /// namespace are dropped and counted in
+    /// [`RedisStatsSnapshot::overflowed`](super::RedisStatsSnapshot::overflowed),
+    /// so one stuck namespace cannot stall the others. Memory is only used
+    /// by messages actually queued.
     ///
     /// ```
     /// # use broadcast_core::redis::RedisConfig;
@@ -615,6 +619,22 @@ impl RedisConfig {
     /// ```
     pub fn adapter_buffer(mut self, messages: usize) -> Self {
         self.adapter_buffer = messages;
+        self
+    }
+
+    /// Bytes queued per channel between the Redis reader and the adapter
+    /// (default [`DEFAULT_ADAPTER_BUFFER_BYTES`](super::DEFAULT_ADAPTER_BUFFER_BYTES),
+    /// 64 MiB); past it messages are dropped and counted as with
+    /// [`adapter_buffer`](Self::adapter_buffer). A message larger than the
+    /// budget still passes when nothing else is queued.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.adapter_buffer_bytes(16 << 20);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn adapter_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.adapter_buffer_bytes = bytes;
         self
     }
 
@@ -700,6 +720,10 @@ impl RedisConfig {
         self.adapter_buffer
     }
 
+    pub(crate) fn adapter_buffer_bytes_value(&self) -> usize {
+        self.adapter_buffer_bytes
+    }
+
     /// Whether this is a Redis Cluster configuration.
     ///
     /// ```
@@ -764,6 +788,11 @@ impl RedisConfig {
         if self.adapter_buffer == 0 {
             return Err(RedisError::InvalidConfig(
                 "adapter_buffer must be at least 1",
+            ));
+        }
+        if self.adapter_buffer_bytes == 0 {
+            return Err(RedisError::InvalidConfig(
+                "adapter_buffer_bytes must be at least 1",
             ));
         }
         if self.socket_buffer == 0 {

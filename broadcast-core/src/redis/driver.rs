@@ -1,14 +1,23 @@
 //! The pub/sub driver under the socketioxide-redis adapter: fred's
-//! `SubscriberClient`, with every loss counted and subscriptions restored
-//! after a reconnect.
+//! `SubscriberClient`, with every loss counted, subscriptions restored
+//! after a reconnect, and every request checked before socketioxide sees it.
 //!
 //! socketioxide-redis ships a fred driver, but it only logs when fred's
-//! broadcast channel lags or a namespace's queue is full, and it never
-//! re-subscribes after Redis restarts. The adapter takes any
-//! [`Driver`], so this one speaks the same protocol on the same channels and
-//! fixes those three things.
+//! broadcast channel lags or a namespace's queue is full, it never
+//! re-subscribes after Redis restarts, and it hands the adapter whatever
+//! arrives, including requests that panic the adapter's task. The adapter
+//! takes any [`Driver`], so this one speaks the same protocol on the same
+//! channels and fixes those things.
+//!
+//! Path of a message: the reader task moves it from fred's buffer into its
+//! channel's queue without ever waiting (a queue over its message or byte
+//! budget drops and counts instead, so one stuck namespace cannot hold up
+//! the others); one pump task per channel checks it
+//! ([`inbound::check_request`]) and hands it to the adapter, waiting for
+//! that adapter alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -20,9 +29,99 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::config::RedisConfig;
 use super::error::RedisError;
+use super::inbound::{self, Rejection, WarnLimiter};
 use super::stats::{Counters, RedisStats};
 
-type Handlers = Arc<RwLock<HashMap<String, mpsc::Sender<ChanItem>>>>;
+type Handlers = Arc<RwLock<HashMap<String, Route>>>;
+
+/// Default byte budget of one channel's queue
+/// ([`RedisConfig::adapter_buffer_bytes`]): 64 MiB, twice Redis's own
+/// default hard limit on a subscriber's output buffer, so a burst Redis
+/// lets through fits.
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::DEFAULT_ADAPTER_BUFFER_BYTES, 64 << 20);
+/// ```
+pub const DEFAULT_ADAPTER_BUFFER_BYTES: usize = 64 << 20;
+
+/// Messages between a channel's pump and its adapter. They are outside the
+/// byte count, so it is small: at most this many messages of
+/// [`inbound::max_message_bytes`] each above the budget.
+const HANDOFF: usize = 32;
+
+/// Where the reader puts one channel's messages, and how much is queued there.
+#[derive(Clone)]
+struct Route {
+    queue: mpsc::UnboundedSender<ChanItem>,
+    queued: Arc<Queued>,
+}
+
+/// What one channel's queue holds; only the reader adds, only the pump
+/// takes away.
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    messages: AtomicUsize,
+    max_bytes: usize,
+    max_messages: usize,
+}
+
+impl Queued {
+    /// Counts a message in, or says the queue is full. A message larger
+    /// than the whole budget still goes in when the queue is empty.
+    fn admit(&self, len: usize) -> bool {
+        let bytes = self.bytes.load(Ordering::Acquire);
+        let messages = self.messages.load(Ordering::Acquire);
+        if messages >= self.max_messages
+            || (bytes > 0 && bytes.saturating_add(len) > self.max_bytes)
+        {
+            return false;
+        }
+        self.bytes.fetch_add(len, Ordering::AcqRel);
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    fn release(&self, len: usize) {
+        self.bytes.fetch_sub(len, Ordering::AcqRel);
+        self.messages.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the reader and the pumps share: the limits and the log limiters.
+#[derive(Debug)]
+struct Inbound {
+    /// `{prefix}-request#`: channels whose messages are requests to check.
+    request_prefix: String,
+    max_message_bytes: usize,
+    queue_bytes: usize,
+    rejected: WarnLimiter,
+    overflowed: WarnLimiter,
+}
+
+impl Inbound {
+    fn new(config: &RedisConfig) -> Self {
+        Self {
+            request_prefix: format!("{}-request#", config.prefix_str()),
+            max_message_bytes: inbound::max_message_bytes(config.max_payload_bytes_value()),
+            queue_bytes: config.adapter_buffer_bytes_value(),
+            rejected: WarnLimiter::default(),
+            overflowed: WarnLimiter::default(),
+        }
+    }
+
+    fn reject(&self, c: &Counters, channel: &str, reason: Rejection) {
+        Counters::add(&c.rejected, 1);
+        self.rejected.warn(|suppressed| {
+            tracing::warn!(
+                %channel,
+                %reason,
+                not_logged_since_last = suppressed,
+                "dropped a Redis message socketioxide must not see"
+            );
+        });
+    }
+}
 
 /// Longest pause between two attempts to restore a subscription.
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
@@ -32,9 +131,13 @@ const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(2);
 /// socketioxide-redis's own fred driver.
 ///
 /// Unlike that driver it counts messages lost to a full pub/sub buffer
-/// ([`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged)),
-/// waits instead of dropping when a namespace's queue is full, and restores
-/// its shard subscriptions every time fred reconnects.
+/// ([`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged)) or
+/// to a namespace queue over its message or byte budget
+/// ([`RedisStatsSnapshot::overflowed`](super::RedisStatsSnapshot::overflowed)),
+/// drops requests that are not what this framework publishes before
+/// socketioxide sees them
+/// ([`RedisStatsSnapshot::rejected`](super::RedisStatsSnapshot::rejected)),
+/// and restores its shard subscriptions every time fred reconnects.
 ///
 /// Only [`server`](super::server) builds one; the type is public so that
 /// [`RedisAdapter`](super::RedisAdapter) can be named in handlers.
@@ -43,6 +146,8 @@ pub struct MeteredFredDriver {
     client: SubscriberClient,
     handlers: Handlers,
     stats: RedisStats,
+    inbound: Arc<Inbound>,
+    closed: watch::Receiver<bool>,
     // Held here too so the background tasks live as long as the adapter,
     // even if the caller drops its `RedisConnection`.
     _closed: Arc<watch::Sender<bool>>,
@@ -73,6 +178,7 @@ impl MeteredFredDriver {
             })?;
         let stats = RedisStats::default();
         let handlers = Handlers::default();
+        let inbound = Arc::new(Inbound::new(config));
         let (closed_tx, closed_rx) = watch::channel(false);
         let closed_tx = Arc::new(closed_tx);
         // Take the receiver before connecting so no message can slip by.
@@ -85,13 +191,14 @@ impl MeteredFredDriver {
         tokio::spawn(dispatch(
             messages,
             handlers.clone(),
+            inbound.clone(),
             stats.clone(),
             closed_rx.clone(),
         ));
         tokio::spawn(resubscribe_on_reconnect(
             client.clone(),
             stats.clone(),
-            closed_rx,
+            closed_rx.clone(),
         ));
         let connection = super::RedisConnection::new(
             super::Client::Subscriber(client.clone()),
@@ -105,6 +212,8 @@ impl MeteredFredDriver {
                 client,
                 handlers,
                 stats,
+                inbound,
+                closed: closed_rx,
                 _closed: closed_tx,
             },
             connection,
@@ -146,8 +255,17 @@ impl Driver for MeteredFredDriver {
     ) -> Result<MessageStream<ChanItem>, Self::Error> {
         // Registered before SSUBSCRIBE so that the first messages, which may
         // arrive before the reply, find their handler.
-        let (tx, rx) = mpsc::channel(size.max(1));
-        write(&self.handlers).insert(chan.clone(), tx);
+        let (tx, rx) = mpsc::channel(HANDOFF);
+        let check = chan.starts_with(&self.inbound.request_prefix);
+        let route = spawn_pump(
+            tx,
+            size.max(1),
+            check,
+            self.inbound.clone(),
+            self.stats.clone(),
+            self.closed.clone(),
+        );
+        write(&self.handlers).insert(chan.clone(), route);
         if let Err(e) = self.client.ssubscribe(chan.as_str()).await {
             write(&self.handlers).remove(&chan);
             return Err(e);
@@ -169,9 +287,7 @@ impl Driver for MeteredFredDriver {
     }
 }
 
-fn write(
-    handlers: &Handlers,
-) -> std::sync::RwLockWriteGuard<'_, HashMap<String, mpsc::Sender<ChanItem>>> {
+fn write(handlers: &Handlers) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Route>> {
     // The map stays consistent even if a holder panicked: every write is a
     // single insert or remove.
     handlers.write().unwrap_or_else(PoisonError::into_inner)
@@ -181,18 +297,20 @@ fn write(
 /// scheduler, so that it cannot starve the sockets it feeds.
 const DRAIN_BATCH: usize = 1024;
 
-/// Hands each message to its namespace's queue, waiting when the queue is
-/// full, and counts what fred's buffer dropped meanwhile.
+/// Hands each message to its channel's queue and counts what fred's buffer
+/// dropped meanwhile. It never waits for a queue: a full one drops and
+/// counts, so neither a stuck namespace nor shutdown can hold it.
 ///
 /// fred's buffer is small and overwrites what is not read in time, while the
-/// namespace queues behind it are large and wait. So the reader empties fred's
-/// buffer in batches with non-blocking calls: a `recv().await` per message
-/// spends tokio's cooperative budget and sends the reader to the back of a
-/// run queue full of socket tasks, where a sustained burst (50,000 events/s)
+/// queues behind it are large. So the reader empties fred's buffer in
+/// batches with non-blocking calls: a `recv().await` per message spends
+/// tokio's cooperative budget and sends the reader to the back of a run
+/// queue full of socket tasks, where a sustained burst (50,000 events/s)
 /// overflowed fred's 8,192 slots while the queues behind it stood empty.
 async fn dispatch(
     mut messages: broadcast::Receiver<Message>,
     handlers: Handlers,
+    inbound: Arc<Inbound>,
     stats: RedisStats,
     mut closed: watch::Receiver<bool>,
 ) {
@@ -209,7 +327,7 @@ async fn dispatch(
         let mut handled = 0;
         while let Some(received) = next.take() {
             match received {
-                Ok(message) => forward(message, &handlers, c).await,
+                Ok(message) => forward(message, &handlers, &inbound, c),
                 Err(RecvError::Lagged(n)) => {
                     Counters::add(&c.lagged, n);
                     tracing::error!(
@@ -236,8 +354,9 @@ async fn dispatch(
     }
 }
 
-/// One message to its namespace's queue.
-async fn forward(message: Message, handlers: &Handlers, c: &Counters) {
+/// One message into its channel's queue, unless it is oversize or the queue
+/// is over budget.
+fn forward(message: Message, handlers: &Handlers, inbound: &Inbound, c: &Counters) {
     let channel = message.channel.to_string();
     let Some(data) = message.value.into_owned_bytes() else {
         // Not a payload at all (e.g. a nil): nothing to decode.
@@ -246,25 +365,112 @@ async fn forward(message: Message, handlers: &Handlers, c: &Counters) {
     };
     Counters::add(&c.received, 1);
     Counters::add(&c.bytes_received, data.len() as u64);
-    let handler = handlers
+    let len = data.len();
+    if len > inbound.max_message_bytes {
+        let max = inbound.max_message_bytes;
+        inbound.reject(c, &channel, Rejection::Oversize { len, max });
+        return;
+    }
+    let route = handlers
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&channel)
         .cloned();
-    let Some(handler) = handler else {
+    let Some(route) = route else {
         tracing::debug!(%channel, "message on a channel without a namespace");
         return;
     };
-    let sent = match handler.try_send((channel, data)) {
-        Ok(()) => Ok(()),
-        // Waiting here pushes a burst back into fred's buffer, where an
-        // overflow is counted, instead of dropping it unseen.
-        Err(mpsc::error::TrySendError::Full(item)) => handler.send(item).await.map_err(drop),
-        Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-    };
-    if sent.is_err() {
+    if !route.queued.admit(len) {
+        Counters::add(&c.overflowed, 1);
+        inbound.overflowed.warn(|suppressed| {
+            tracing::error!(
+                %channel,
+                queued_bytes = route.queued.bytes.load(Ordering::Relaxed),
+                queued_messages = route.queued.messages.load(Ordering::Relaxed),
+                not_logged_since_last = suppressed,
+                "dropped a Redis message: its namespace's queue is full (its adapter is not keeping up); \
+                 raise RedisConfig::adapter_buffer_bytes / adapter_buffer"
+            );
+        });
+        return;
+    }
+    if route.queue.send((channel, data)).is_err() {
+        route.queued.release(len);
         Counters::add(&c.undeliverable, 1);
         tracing::warn!("dropped a Redis message: its namespace adapter is gone");
+    }
+}
+
+/// Starts the pump of one channel: its queue, checked, into `adapter`.
+fn spawn_pump(
+    adapter: mpsc::Sender<ChanItem>,
+    max_messages: usize,
+    check: bool,
+    inbound: Arc<Inbound>,
+    stats: RedisStats,
+    closed: watch::Receiver<bool>,
+) -> Route {
+    let (queue, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(Queued {
+        max_bytes: inbound.queue_bytes,
+        max_messages,
+        ..Queued::default()
+    });
+    tokio::spawn(pump(
+        rx,
+        adapter,
+        queued.clone(),
+        check,
+        inbound,
+        stats,
+        closed,
+    ));
+    Route { queue, queued }
+}
+
+/// Moves one channel's messages to its adapter, dropping requests that fail
+/// the check. Waiting for that adapter holds up only this channel.
+async fn pump(
+    mut rx: mpsc::UnboundedReceiver<ChanItem>,
+    adapter: mpsc::Sender<ChanItem>,
+    queued: Arc<Queued>,
+    check: bool,
+    inbound: Arc<Inbound>,
+    stats: RedisStats,
+    mut closed: watch::Receiver<bool>,
+) {
+    let c = stats.counters();
+    loop {
+        // Room first, then the message: it stays counted in the queue until
+        // it can move.
+        let permit = tokio::select! {
+            biased;
+            _ = closed.wait_for(|closed| *closed) => return,
+            permit = adapter.reserve() => permit,
+        };
+        let Ok(permit) = permit else {
+            // The adapter is gone: what is queued cannot be delivered.
+            rx.close();
+            while let Ok((_, data)) = rx.try_recv() {
+                queued.release(data.len());
+                Counters::add(&c.undeliverable, 1);
+            }
+            return;
+        };
+        let item = tokio::select! {
+            biased;
+            _ = closed.wait_for(|closed| *closed) => return,
+            item = rx.recv() => item,
+        };
+        let Some((channel, data)) = item else {
+            return;
+        };
+        queued.release(data.len());
+        if check && let Err(reason) = inbound::check_request(&data) {
+            inbound.reject(c, &channel, reason);
+            continue;
+        }
+        permit.send((channel, data));
     }
 }
 
@@ -336,10 +542,14 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(2);
 
     fn message(channel: &str, body: &'static [u8]) -> Message {
+        message_owned(channel, body.to_vec())
+    }
+
+    fn message_owned(channel: &str, body: Vec<u8>) -> Message {
         Message {
             channel: channel.into(),
             kind: MessageKind::SMessage,
-            value: Value::from_static(body),
+            value: Value::Bytes(body.into()),
             server: Server::new("127.0.0.1", 1),
         }
     }
@@ -347,34 +557,64 @@ mod tests {
     struct Harness {
         tx: broadcast::Sender<Message>,
         handlers: Handlers,
+        inbound: Arc<Inbound>,
         stats: RedisStats,
         closed: watch::Sender<bool>,
         task: tokio::task::JoinHandle<()>,
     }
 
+    fn inbound(queue_bytes: usize) -> Arc<Inbound> {
+        let config = RedisConfig::from_url("redis://127.0.0.1:1")
+            .unwrap()
+            .adapter_buffer_bytes(queue_bytes);
+        Arc::new(Inbound::new(&config))
+    }
+
     /// A dispatcher over a broadcast channel of `capacity`, started after
     /// `before` messages were already sent (so they can lag).
     fn harness(capacity: usize, before: &[Message]) -> Harness {
+        harness_with(capacity, before, DEFAULT_ADAPTER_BUFFER_BYTES)
+    }
+
+    fn harness_with(capacity: usize, before: &[Message], queue_bytes: usize) -> Harness {
         let (tx, rx) = broadcast::channel(capacity);
         for m in before {
             tx.send(m.clone()).unwrap();
         }
         let handlers = Handlers::default();
         let stats = RedisStats::default();
+        let inbound = inbound(queue_bytes);
         let (closed, closed_rx) = watch::channel(false);
-        let task = tokio::spawn(dispatch(rx, handlers.clone(), stats.clone(), closed_rx));
+        let task = tokio::spawn(dispatch(
+            rx,
+            handlers.clone(),
+            inbound.clone(),
+            stats.clone(),
+            closed_rx,
+        ));
         Harness {
             tx,
             handlers,
+            inbound,
             stats,
             closed,
             task,
         }
     }
 
+    /// A channel as `subscribe` sets it up (unchecked, as a response
+    /// channel is), with an adapter queue of `size` messages.
     fn handler(h: &Harness, channel: &str, size: usize) -> mpsc::Receiver<ChanItem> {
-        let (tx, rx) = mpsc::channel(size);
-        write(&h.handlers).insert(channel.to_owned(), tx);
+        let (tx, rx) = mpsc::channel(HANDOFF);
+        let route = spawn_pump(
+            tx,
+            size,
+            channel.starts_with(&h.inbound.request_prefix),
+            h.inbound.clone(),
+            h.stats.clone(),
+            h.closed.subscribe(),
+        );
+        write(&h.handlers).insert(channel.to_owned(), route);
         rx
     }
 
@@ -400,35 +640,123 @@ mod tests {
     #[tokio::test]
     async fn a_buffered_burst_is_moved_in_one_turn() {
         let h = harness(2 * DRAIN_BATCH, &[]);
-        let rx = handler(&h, "c", 2 * DRAIN_BATCH);
+        let _rx = handler(&h, "c", 2 * DRAIN_BATCH);
         tokio::task::yield_now().await;
         for _ in 0..DRAIN_BATCH {
             h.tx.send(message("c", b"x")).unwrap();
         }
-        // One turn for the reader (the runtime is single-threaded).
+        // One turn for the reader (the runtime is single-threaded); the
+        // pump may have moved its handoff's worth meanwhile.
         tokio::task::yield_now().await;
-        assert_eq!(rx.len(), DRAIN_BATCH);
         assert_eq!(h.stats.snapshot().received, DRAIN_BATCH as u64);
+        assert!(len_in_queues(&h) >= DRAIN_BATCH - HANDOFF);
+    }
+
+    fn len_in_queues(h: &Harness) -> usize {
+        let handlers = h.handlers.read().unwrap();
+        handlers
+            .values()
+            .map(|r| r.queued.messages.load(Ordering::Relaxed))
+            .sum()
     }
 
     #[tokio::test]
-    async fn a_full_namespace_queue_makes_the_reader_wait_not_drop() {
+    async fn a_slow_adapter_gets_everything_in_order() {
         let h = harness(64, &[]);
-        let mut rx = handler(&h, "c", 1);
-        let bodies: [&'static [u8]; 4] = [b"1", b"2", b"3", b"4"];
+        let mut rx = handler(&h, "c", 64);
+        let bodies: [&'static [u8]; 40] = [b"m"; 40];
         for b in bodies {
             h.tx.send(message("c", b)).unwrap();
         }
-        for b in bodies {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in bodies {
+            tokio::time::sleep(Duration::from_millis(2)).await;
             let (chan, data) = tokio::time::timeout(WAIT, rx.recv())
                 .await
                 .unwrap()
                 .unwrap();
-            assert_eq!((chan.as_str(), data.as_slice()), ("c", b));
+            assert_eq!((chan.as_str(), data.as_slice()), ("c", &b"m"[..]));
         }
         let s = h.stats.snapshot();
-        assert_eq!((s.received, s.lagged, s.undeliverable), (4, 0, 0));
+        assert_eq!(
+            (s.received, s.lagged, s.undeliverable, s.overflowed),
+            (40, 0, 0, 0)
+        );
+    }
+
+    /// One namespace whose adapter never reads fills its queue up to the
+    /// byte budget; past it its messages are dropped and counted, and the
+    /// other namespace keeps getting its own at once.
+    #[tokio::test]
+    async fn a_full_queue_of_one_namespace_does_not_stall_the_others() {
+        let budget = 64 * 1024;
+        let h = harness_with(1 << 16, &[], budget);
+        let _stuck = handler(&h, "stuck", 1 << 20);
+        let mut live = handler(&h, "live", 1 << 20);
+        let body = vec![7u8; 1024];
+        // The handoff (32) plus the budget (64) fit; the rest overflows.
+        for _ in 0..200 {
+            h.tx.send(message_owned("stuck", body.clone())).unwrap();
+        }
+        for i in 0..100u8 {
+            h.tx.send(message_owned("live", vec![i])).unwrap();
+        }
+        for i in 0..100u8 {
+            let (_, data) = tokio::time::timeout(WAIT, live.recv())
+                .await
+                .expect("the live namespace is not held up")
+                .unwrap();
+            assert_eq!(data, [i]);
+        }
+        // Whether the pump filled its handoff before or after the burst.
+        let s = h.stats.snapshot();
+        assert!(
+            (200 - 64 - HANDOFF as u64..=200 - 64).contains(&s.overflowed),
+            "{s:?}"
+        );
+        assert_eq!(s.lost(), s.overflowed);
+        let queued = h.handlers.read().unwrap()["stuck"]
+            .queued
+            .bytes
+            .load(Ordering::Relaxed);
+        assert!(
+            queued <= budget,
+            "{queued} bytes queued over a {budget} byte budget"
+        );
+    }
+
+    #[test]
+    fn a_zero_byte_budget_is_a_configuration_error() {
+        let config = RedisConfig::from_url("redis://127.0.0.1:1").unwrap();
+        assert!(config.validate().is_ok());
+        let error = config.adapter_buffer_bytes(0).validate().unwrap_err();
+        assert!(
+            error.to_string().contains("adapter_buffer_bytes"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_message_budget_bounds_a_queue_too() {
+        let h = harness(1 << 12, &[]);
+        let _stuck = handler(&h, "stuck", 10);
+        for _ in 0..100 {
+            h.tx.send(message("stuck", b"x")).unwrap();
+        }
+        let counted = wait_until(|| h.stats.snapshot().received == 100).await;
+        assert!(counted);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let overflowed = h.stats.snapshot().overflowed;
+        assert!((100 - 10 - HANDOFF as u64..=100 - 10).contains(&overflowed));
+    }
+
+    async fn wait_until(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     #[tokio::test]
@@ -444,7 +772,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(data, b"c");
-        assert_eq!(h.stats.snapshot().undeliverable, 1);
+        assert!(wait_until(|| h.stats.snapshot().undeliverable == 1).await);
     }
 
     #[tokio::test]
@@ -452,5 +780,82 @@ mod tests {
         let h = harness(4, &[]);
         h.closed.send_replace(true);
         tokio::time::timeout(WAIT, h.task).await.unwrap().unwrap();
+    }
+
+    /// Shutdown while a queue is full and its adapter reads nothing: the
+    /// reader and the pumps end, and the pump lets go of the adapter's queue
+    /// (its receiver sees the end).
+    #[tokio::test]
+    async fn shutdown_does_not_hang_on_a_full_queue() {
+        let h = harness_with(1 << 12, &[], 4096);
+        let mut stuck = handler(&h, "stuck", 1 << 20);
+        for _ in 0..1000 {
+            h.tx.send(message_owned("stuck", vec![0; 512])).unwrap();
+        }
+        assert!(wait_until(|| h.stats.snapshot().received == 1000).await);
+        h.closed.send_replace(true);
+        tokio::time::timeout(WAIT, h.task).await.unwrap().unwrap();
+        // The route still holds the queue's sender, so the pump ends by
+        // shutdown, not by its queue closing.
+        let _route = h.handlers.read().unwrap()["stuck"].clone();
+        let mut drained = 0;
+        let end = tokio::time::timeout(WAIT, async {
+            while stuck.recv().await.is_some() {
+                drained += 1;
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "the pump still holds the adapter's queue");
+        assert!(drained <= HANDOFF);
+    }
+
+    fn request(inner: socketioxide_core::packet::PacketData) -> Vec<u8> {
+        use socketioxide_core::adapter::BroadcastOptions;
+        use socketioxide_core::adapter::remote_packet::{RequestOut, RequestTypeOut};
+        let packet = socketioxide_core::packet::Packet {
+            inner,
+            ns: "/".to_owned().into(),
+        };
+        let opts = BroadcastOptions::default();
+        let req = RequestOut::new(
+            socketioxide_core::Uid::new(),
+            RequestTypeOut::Broadcast(&packet),
+            &opts,
+        );
+        rmp_serde::to_vec(&req).unwrap()
+    }
+
+    /// Requests are checked on request channels only; responses go through.
+    #[tokio::test]
+    async fn requests_that_fail_the_check_are_rejected_and_counted() {
+        use socketioxide_core::Value as SioValue;
+        use socketioxide_core::packet::PacketData;
+        let h = harness(64, &[]);
+        let mut requests = handler(&h, "socket.io-request#/#", 64);
+        let mut responses = handler(&h, "socket.io-response#/#x#", 64);
+        let good = request(PacketData::Event(
+            SioValue::Str("[\"e\"]".to_owned().into(), None),
+            None,
+        ));
+        let bad = request(PacketData::Event(SioValue::Bytes(vec![1].into()), None));
+        let huge = vec![0u8; h.inbound.max_message_bytes + 1];
+        for data in [bad.clone(), b"junk".to_vec(), huge, good.clone()] {
+            h.tx.send(message_owned("socket.io-request#/#", data))
+                .unwrap();
+        }
+        h.tx.send(message_owned("socket.io-response#/#x#", bad.clone()))
+            .unwrap();
+        let (_, data) = tokio::time::timeout(WAIT, requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(data, good);
+        let (_, data) = tokio::time::timeout(WAIT, responses.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(data, bad);
+        assert_eq!(h.stats.snapshot().rejected, 3);
+        assert!(requests.try_recv().is_err());
     }
 }

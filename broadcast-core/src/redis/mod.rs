@@ -17,7 +17,8 @@
 //! - *Bursts*: the buffers between Redis and the sockets are sized
 //!   ([`RedisConfig::pubsub_buffer`], [`RedisConfig::adapter_buffer`],
 //!   [`RedisConfig::socket_buffer`]); a message lost to an overflow anyway
-//!   is counted in [`RedisStatsSnapshot::lagged`] and logged at `error`.
+//!   is counted in [`RedisStatsSnapshot::lagged`] or
+//!   [`RedisStatsSnapshot::overflowed`] and logged at `error`.
 //! - *Redis restart*: fred reconnects with the configured policy and the
 //!   server re-subscribes its shard channels by itself
 //!   ([`RedisStatsSnapshot::reconnects`]). Messages published while a
@@ -33,7 +34,16 @@
 //!   [`BroadcastError::delivered_locally`](crate::BroadcastError::delivered_locally)):
 //!   retry with [`RedisSocketIo::remote`], not the usual broadcaster, or
 //!   they get it twice.
-//! - *Garbage on the channels*: the adapter logs it and drops it.
+//! - *What arrives on the channels*: only broadcasts of text events, the
+//!   one request this framework publishes, reach socketioxide; anything
+//!   else (binary or Connect packets, joins, disconnects, garbage, oversize
+//!   data) is dropped, counted in [`RedisStatsSnapshot::rejected`] and
+//!   logged at `warn` at most once a second. Redis is still trusted: see
+//!   the README's security model.
+//! - *Memory*: each channel's queue is bounded in messages and bytes
+//!   ([`RedisConfig::adapter_buffer_bytes`]); past it that namespace's
+//!   messages are dropped and counted ([`RedisStatsSnapshot::overflowed`]),
+//!   and the other namespaces are not held up.
 //! - *Cluster*: socketioxide-redis uses one request channel per namespace
 //!   (`{prefix}-request#{namespace}#`), so load spreads over shards by
 //!   namespace, not by room.
@@ -77,6 +87,7 @@ use crate::broadcaster::Broadcaster;
 mod config;
 mod driver;
 mod error;
+mod inbound;
 mod publish;
 mod stats;
 
@@ -85,7 +96,7 @@ pub use config::{
     DEFAULT_SOCKET_BUFFER, REDIS_CA_FILE_ENV, REDIS_CLIENT_CERT_ENV, REDIS_CLIENT_KEY_ENV,
     REDIS_URL_ENV, RedisConfig,
 };
-pub use driver::MeteredFredDriver;
+pub use driver::{DEFAULT_ADAPTER_BUFFER_BYTES, MeteredFredDriver};
 pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;

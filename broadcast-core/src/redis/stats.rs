@@ -14,6 +14,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_received: AtomicU64,
     pub(crate) lagged: AtomicU64,
     pub(crate) undeliverable: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) overflowed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
     pub(crate) resubscribes: AtomicU64,
     pub(crate) resubscribe_failed: AtomicU64,
@@ -99,6 +101,17 @@ pub struct RedisStatsSnapshot {
     pub lagged: u64,
     /// Messages dropped because their namespace's adapter had gone away.
     pub undeliverable: u64,
+    /// Messages dropped unread because they were not what this framework
+    /// publishes: binary or Connect packets, request types it never sends
+    /// (joins, disconnects, fetches), undecodable or oversize data. Anyone
+    /// who can publish on the prefix's channels can cause them; see the
+    /// README's security model.
+    pub rejected: u64,
+    /// Messages dropped because their namespace's queue was over its
+    /// message or byte budget ([`RedisConfig::adapter_buffer`](super::RedisConfig::adapter_buffer),
+    /// [`RedisConfig::adapter_buffer_bytes`](super::RedisConfig::adapter_buffer_bytes)):
+    /// that namespace's adapter is not keeping up. Clients missed events.
+    pub overflowed: u64,
     /// Times the connection to a Redis server was re-established.
     pub reconnects: u64,
     /// Successful re-subscriptions after a reconnect.
@@ -120,10 +133,10 @@ impl RedisStatsSnapshot {
     ///
     /// ```
     /// let s = broadcast_core::redis::RedisStats::default().snapshot();
-    /// assert_eq!(s.lost(), s.lagged + s.undeliverable);
+    /// assert_eq!(s.lost(), s.lagged + s.undeliverable + s.overflowed);
     /// ```
     pub fn lost(&self) -> u64 {
-        self.lagged + self.undeliverable
+        self.lagged + self.undeliverable + self.overflowed
     }
 }
 
@@ -146,6 +159,8 @@ impl RedisStats {
             bytes_received: load(&c.bytes_received),
             lagged: load(&c.lagged),
             undeliverable: load(&c.undeliverable),
+            rejected: load(&c.rejected),
+            overflowed: load(&c.overflowed),
             reconnects: load(&c.reconnects),
             resubscribes: load(&c.resubscribes),
             resubscribe_failed: load(&c.resubscribe_failed),
