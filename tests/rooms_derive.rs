@@ -330,7 +330,10 @@ fn rooms_are_registered_and_listed() {
             .unwrap()
             .to_owned()
     };
-    assert!(event_line("message_posted ").contains("chat|{0}"), "{listing}");
+    assert!(
+        event_line("message_posted ").contains("chat|{0}"),
+        "{listing}"
+    );
     assert!(
         event_line("pair_changed ").contains("pair|{a}|{b}")
             && !event_line("pair_changed ").contains("self.b.clone()"),

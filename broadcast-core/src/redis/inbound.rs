@@ -5,9 +5,14 @@
 //! fine panic there (`unreachable!` in socketioxide-parser-common for a
 //! binary value, an `unwrap` for a Connect packet with a binary payload):
 //! the task dies, and remote delivery for that namespace stops on every
-//! server while the connection still reports healthy. So the driver accepts
-//! only what the framework itself publishes, a Broadcast of one text Event,
-//! and drops the rest.
+//! server while the connection still reports healthy. So the driver lets a
+//! packet through only when the parser can serialize it, a text Event (what
+//! the framework itself publishes), and drops the rest. Requests without a
+//! packet (socketioxide's own remote operations: fetching sockets and rooms,
+//! joining, leaving and disconnecting sockets across servers, heartbeats)
+//! never reach the parser and pass: applications use them through
+//! socketioxide's API, and Redis is trusted with them (see the README's
+//! security model).
 //!
 //! The check walks the same msgpack structure as socketioxide-core's
 //! `RequestIn`, field for field and in the same order, and skips everything
@@ -21,6 +26,11 @@ use std::time::Instant;
 
 /// Request type of a Broadcast in socketioxide-core's remote protocol.
 const REQUEST_BROADCAST: u8 = 0;
+/// Request type of a Broadcast whose sender waits for acknowledgements.
+const REQUEST_BROADCAST_WITH_ACK: u8 = 1;
+/// Request types that carry no packet: disconnect, all rooms, add and
+/// delete sockets, fetch sockets, heartbeats.
+const REQUESTS_WITHOUT_PACKET: &[u8] = &[2, 3, 4, 5, 6, 20, 21];
 /// Packet type of a (text) Event in socketioxide-core's packet encoding.
 const PACKET_EVENT: u8 = 2;
 /// Value variant of a string (JSON text) in socketioxide-core's `Value`.
@@ -33,8 +43,7 @@ pub(crate) enum Rejection {
     Oversize { len: usize, max: usize },
     /// Not a msgpack request at all.
     Undecodable,
-    /// A request type the framework never sends (joins, disconnects,
-    /// fetches, acks, heartbeats).
+    /// A request type socketioxide-core does not define.
     RequestType(u8),
     /// A Broadcast without a packet.
     MissingPacket,
@@ -42,7 +51,7 @@ pub(crate) enum Rejection {
     PacketType(u8),
     /// An Event whose value is not text, or carries binary attachments.
     BinaryValue,
-    /// An Event asking clients for an acknowledgement.
+    /// A plain Broadcast whose Event asks clients for an acknowledgement.
     AckId,
 }
 
@@ -51,7 +60,7 @@ impl std::fmt::Display for Rejection {
         match self {
             Self::Oversize { len, max } => write!(f, "{len} bytes, over the {max} byte limit"),
             Self::Undecodable => f.write_str("not a socketioxide adapter request"),
-            Self::RequestType(t) => write!(f, "request type {t} is never sent by this framework"),
+            Self::RequestType(t) => write!(f, "request type {t} is unknown"),
             Self::MissingPacket => f.write_str("broadcast request without a packet"),
             Self::PacketType(t) => write!(f, "packet type {t} is not a text event"),
             Self::BinaryValue => f.write_str("event with a binary value or attachments"),
@@ -82,8 +91,10 @@ pub(crate) fn check_request(data: &[u8]) -> Result<(), Rejection> {
     rd.skip(0).map_err(undecodable)?;
     rd.skip(0).map_err(undecodable)?;
     let request_type = rd.small_uint().map_err(undecodable)?;
-    if request_type != REQUEST_BROADCAST {
-        return Err(Rejection::RequestType(request_type));
+    match request_type {
+        REQUEST_BROADCAST | REQUEST_BROADCAST_WITH_ACK => {}
+        t if REQUESTS_WITHOUT_PACKET.contains(&t) => return Ok(()),
+        t => return Err(Rejection::RequestType(t)),
     }
     if rd.nil().map_err(undecodable)? {
         return Err(Rejection::MissingPacket);
@@ -112,7 +123,8 @@ pub(crate) fn check_request(data: &[u8]) -> Result<(), Rejection> {
     if !rd.nil().map_err(undecodable)? {
         return Err(Rejection::BinaryValue);
     }
-    if !rd.nil().map_err(undecodable)? {
+    // The adapter numbers acks itself for a Broadcast with acks.
+    if !rd.nil().map_err(undecodable)? && request_type == REQUEST_BROADCAST {
         return Err(Rejection::AckId);
     }
     // The rest (error, rooms, options) the adapter decodes or refuses; none
@@ -413,25 +425,31 @@ mod tests {
     }
 
     #[test]
-    fn request_types_the_framework_never_sends_are_refused() {
+    fn requests_without_a_packet_pass_unknown_types_do_not() {
         let rooms = vec![Cow::Borrowed("r")];
         let packet = event("/", "[\"e\"]");
         let cases = [
-            (RequestTypeOut::BroadcastWithAck(&packet), 1),
-            (RequestTypeOut::DisconnectSockets, 2),
-            (RequestTypeOut::AllRooms, 3),
-            (RequestTypeOut::AddSockets(&rooms), 4),
-            (RequestTypeOut::DelSockets(&rooms), 5),
-            (RequestTypeOut::FetchSockets, 6),
-            (RequestTypeOut::Heartbeat, 20),
-            (RequestTypeOut::InitHeartbeat, 21),
+            RequestTypeOut::BroadcastWithAck(&packet),
+            RequestTypeOut::DisconnectSockets,
+            RequestTypeOut::AllRooms,
+            RequestTypeOut::AddSockets(&rooms),
+            RequestTypeOut::DelSockets(&rooms),
+            RequestTypeOut::FetchSockets,
+            RequestTypeOut::Heartbeat,
+            RequestTypeOut::InitHeartbeat,
         ];
-        for (r#type, n) in cases {
-            assert_eq!(
-                check_request(&encode(r#type, &[])),
-                Err(Rejection::RequestType(n))
-            );
+        for r#type in cases {
+            let data = encode(r#type, &[]);
+            assert_eq!(check_request(&data), Ok(()), "{data:?}");
         }
+        // Request type 7 does not exist.
+        let mut unknown = encode(RequestTypeOut::FetchSockets, &[]);
+        let mut rd = Reader(&unknown);
+        assert!(rd.array_len().is_ok() && rd.skip(0).is_ok() && rd.skip(0).is_ok());
+        let at = unknown.len() - rd.0.len();
+        assert_eq!(unknown[at], 6);
+        unknown[at] = 7;
+        assert_eq!(check_request(&unknown), Err(Rejection::RequestType(7)));
         assert_eq!(check_request(b""), Err(Rejection::Undecodable));
         assert_eq!(check_request(b"\xc1garbage"), Err(Rejection::Undecodable));
     }

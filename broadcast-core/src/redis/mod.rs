@@ -34,12 +34,13 @@
 //!   [`BroadcastError::delivered_locally`](crate::BroadcastError::delivered_locally)):
 //!   retry with [`RedisSocketIo::remote`], not the usual broadcaster, or
 //!   they get it twice.
-//! - *What arrives on the channels*: only broadcasts of text events, the
-//!   one request this framework publishes, reach socketioxide; anything
-//!   else (binary or Connect packets, joins, disconnects, garbage, oversize
-//!   data) is dropped, counted in [`RedisStatsSnapshot::rejected`] and
-//!   logged at `warn` at most once a second. Redis is still trusted: see
-//!   the README's security model.
+//! - *What arrives on the channels*: a packet reaches socketioxide only if
+//!   its parser can serialize it (a text event); binary or Connect packets,
+//!   garbage and oversize data, which would stop the namespace's adapter or
+//!   cost memory, are dropped, counted in [`RedisStatsSnapshot::rejected`]
+//!   and logged at `warn` at most once a second. Requests without a packet
+//!   (socketioxide's own fetches, joins, leaves, disconnects) pass. Redis
+//!   is still trusted: see the README's security model.
 //! - *Memory*: each channel's queue is bounded in messages and bytes
 //!   ([`RedisConfig::adapter_buffer_bytes`]); past it that namespace's
 //!   messages are dropped and counted ([`RedisStatsSnapshot::overflowed`]),

@@ -101,9 +101,9 @@ pub struct RedisStatsSnapshot {
     pub lagged: u64,
     /// Messages dropped because their namespace's adapter had gone away.
     pub undeliverable: u64,
-    /// Messages dropped unread because they were not what this framework
-    /// publishes: binary or Connect packets, request types it never sends
-    /// (joins, disconnects, fetches), undecodable or oversize data. Anyone
+    /// Messages dropped unread because socketioxide could not have handled
+    /// them safely: binary or Connect packets, unknown request types,
+    /// undecodable or oversize data. Anyone
     /// who can publish on the prefix's channels can cause them; see the
     /// README's security model.
     pub rejected: u64,
