@@ -273,10 +273,13 @@ struct Bucket {
 
 impl Bucket {
     fn take(&mut self, limits: &Limits) -> bool {
+        self.take_at(limits, Instant::now())
+    }
+
+    fn take_at(&mut self, limits: &Limits, now: Instant) -> bool {
         if limits.joins_per_second.is_infinite() {
             return true;
         }
-        let now = Instant::now();
         let refill = now.duration_since(self.at).as_secs_f64() * limits.joins_per_second;
         self.tokens = (self.tokens + refill).min(f64::from(limits.join_burst));
         self.at = now;
@@ -836,6 +839,35 @@ mod tests {
                 v
             }
         }
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_its_rate() {
+        let limits = Limits {
+            join_burst: 3,
+            joins_per_second: 2.0,
+            max_joins_in_flight: 8,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: 3.0,
+            at: t0,
+        };
+        let taken = (0..5).filter(|_| b.take_at(&limits, t0)).count();
+        assert_eq!(taken, 3);
+        // Half a second refills one token at 2/s.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take_at(&limits, t1));
+        assert!(!b.take_at(&limits, t1));
+        // A long pause refills the burst, never more.
+        let t2 = t1 + Duration::from_secs(60);
+        let taken = (0..10).filter(|_| b.take_at(&limits, t2)).count();
+        assert_eq!(taken, 3);
+        let unlimited = Limits {
+            joins_per_second: f64::INFINITY,
+            ..limits
+        };
+        assert!((0..1000).all(|_| b.take_at(&unlimited, t2)));
     }
 
     #[test]
