@@ -231,7 +231,15 @@ fn leave_for<'a>(ns: &'a str, room: &str) -> (&'a str, String, Vec<Value>) {
 
 async fn serve() -> (SocketAddr, SocketIo) {
     let (layer, io) = SocketIo::builder().max_payload(1_000_000).build_layer();
-    let rooms = Rooms::builder().authenticate(authenticate).build().unwrap();
+    // The abuse limits would answer most of this flood `rate_limited`
+    // (tests/rooms_abuse.rs covers them); here every request must reach the
+    // data checks and the authorizers.
+    let rooms = Rooms::builder()
+        .join_rate(u32::MAX, f64::INFINITY)
+        .max_joins_in_flight(usize::MAX)
+        .authenticate(authenticate)
+        .build()
+        .unwrap();
     let attached = rooms.attach(&io);
     assert_eq!(attached.created, ["/", "/x"]);
     let app = axum::Router::new().layer(layer);

@@ -497,6 +497,32 @@ async fn record() -> Vec<Entry> {
     r.ask("/games", "leave_table", json!([5]), Some("left"))
         .await;
 
+    // Rate limited: joins in a row until the socket's token bucket is
+    // empty (20 tokens by default; the ones above took some).
+    let mut limited = None;
+    for _ in 0..100 {
+        let ack = r
+            .client
+            .emit_with_ack("/", "join_lobby", vec![Value::Null], T)
+            .await
+            .unwrap();
+        let ty =
+            "Parameters<NonNullable<Parameters<d.ClientToServerEvents[\"join_lobby\"]>[1]>>[0]";
+        r.record("ack of join_lobby on /".into(), ty.into(), ack[0].clone());
+        let ev = r.next().await;
+        if ack[0]["ok"] == false {
+            limited = Some((ack[0].clone(), ev.args[0].clone()));
+            break;
+        }
+    }
+    let (ack, ev) = limited.expect("100 joins in a row were not rate limited");
+    assert_eq!(ack["error"], ev);
+    assert_eq!(
+        (&ev["type"], &ev["key"]),
+        (&json!("rate_limited"), &json!("lobby"))
+    );
+    assert!(ev["msg"].as_str().is_some_and(|m| !m.is_empty()), "{ev}");
+
     // Nothing was sent that is not in the transcript.
     r.client
         .expect_silence(Duration::from_millis(200))
@@ -524,6 +550,7 @@ async fn what_the_server_sends_type_checks_against_the_declarations() {
         "event message_posted on /",
         "event score on /games",
         "data of join_pair on /",
+        "ack of join_lobby on /",
     ] {
         assert!(kinds.contains(what), "{what} not recorded:\n{}", good.text);
     }

@@ -440,7 +440,8 @@ mod tests {
             dts.contains(
                 "export type RoomError =\n  \
                  | { type: \"forbidden\"; room: string }\n  \
-                 | { type: \"validation_error\"; msg: string; key?: string; room?: string };"
+                 | { type: \"validation_error\"; msg: string; key?: string; room?: string }\n  \
+                 | { type: \"rate_limited\"; msg: string; key: string };"
             ),
             "{dts}"
         );

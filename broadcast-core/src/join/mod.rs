@@ -65,6 +65,7 @@
 //! | left | `left` `{"room": "chat\|1"}` | `{"ok": true, "room": "chat\|1"}` |
 //! | left a room it was not in | none | `{"ok": true, "room": "chat\|1"}` |
 //! | refused by the authorizer, anonymous socket on an authorized room, or a server-only room | `error` `{"type": "forbidden", "room": "chat\|1"}` | `{"ok": false, "error": {...same...}}` |
+//! | over the socket's join rate or in-flight cap ([`RoomsBuilder::join_rate`]) | `error` `{"type": "rate_limited", "msg": "...", "key": "chat"}` | `{"ok": false, "error": {...same...}}` |
 //! | anything else (bad data, unknown key, too large, room limit, authorizer said invalid) | `error` `{"type": "validation_error", "msg": "...", "key": "chat"}` (plus `"room"` once the data named one) | `{"ok": false, "error": {...same...}}` |
 //!
 //! The event names are [`broadcast_rules::protocol`]'s; the payloads are
@@ -86,6 +87,12 @@
 //! - Leaving is always allowed.
 //! - Limits ([`RoomsBuilder`]): at most 128 rooms per socket and namespace,
 //!   and join/leave events of at most 4 KiB (the whole encoded event).
+//! - Abuse limits, per socket and namespace: joins take a token from a
+//!   bucket of 20 refilled at 10 per second, and at most 8 joins are
+//!   unanswered at once; others are answered `rate_limited` unparsed, so
+//!   the authorizer runs at most 20 + 10 per second. Leaves are not limited
+//!   (leaving must stay possible). A refused connect's `connect_error` says
+//!   `unauthorized` unless [`RoomsBuilder::expose_auth_errors`] is on.
 //! - `on_join` runs after the socket joined and `on_leave` after it left,
 //!   both before the reply; neither runs on disconnect.
 //! - Unknown keys are answered by a catch-all handler (`on_fallback`); other
@@ -93,7 +100,11 @@
 //!   `on_fallback` replaces it, and `join_<unknown>` then goes unanswered.
 //! - A reply waits (about a second at most) for room in the socket's
 //!   outgoing buffer rather than being dropped, so a client with many
-//!   requests in flight still gets every answer.
+//!   requests in flight still gets every answer. A client that sends but
+//!   does not read gets no more than that: after one such wait in vain its
+//!   replies are dropped until one gets through again, and with 512
+//!   requests unanswered its further requests are dropped unread (no
+//!   reply: its acks time out). [`Rooms::stats`] counts both.
 //!
 //! # Early joins
 //!
@@ -114,6 +125,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::{Future, IntoFuture};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use broadcast_rules::{NameError, validate_namespace};
@@ -126,7 +138,7 @@ pub use context::{EmitError, Handshake, Identity, JoinContext, identity};
 use descriptor::RoomDescriptor;
 pub use joinable::{Access, Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
 pub use protocol::JoinError;
-use protocol::RoomsMiddleware;
+use protocol::{Counters, Limits, RoomsMiddleware};
 pub use wire::{RoomError, RoomNotice, RoomReply, SERVER_EVENTS, WireField, WireShape, WireType};
 
 use crate::util::BoxFuture;
@@ -135,6 +147,18 @@ use crate::util::BoxFuture;
 pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 128;
 /// Default for [`RoomsBuilder::max_join_bytes`]: 4 KiB.
 pub const DEFAULT_MAX_JOIN_BYTES: usize = 4 * 1024;
+/// Default burst of [`RoomsBuilder::join_rate`]: a page that joins a dozen
+/// rooms as it loads is never limited.
+pub const DEFAULT_JOIN_BURST: u32 = 20;
+/// Default sustained rate of [`RoomsBuilder::join_rate`], per second and
+/// socket: far above what a person navigating causes, and what bounds the
+/// authorizer (often a database query) per socket.
+pub const DEFAULT_JOINS_PER_SECOND: f64 = 10.0;
+/// Default for [`RoomsBuilder::max_joins_in_flight`].
+pub const DEFAULT_MAX_JOINS_IN_FLIGHT: usize = 8;
+/// The `connect_error` message of a refused connect, unless
+/// [`RoomsBuilder::expose_auth_errors`] is on.
+pub const UNAUTHORIZED: &str = "unauthorized";
 
 type Authenticator =
     Arc<dyn Fn(Handshake) -> BoxFuture<'static, Result<Option<Identity>, String>> + Send + Sync>;
@@ -169,7 +193,9 @@ impl fmt::Debug for Rooms {
             .field("namespaces", &self.inner.namespaces)
             .field("max_rooms_per_socket", &self.inner.max_rooms_per_socket)
             .field("max_join_bytes", &self.inner.max_join_bytes)
+            .field("limits", &self.inner.limits)
             .field("authenticates", &self.inner.authenticator.is_some())
+            .field("expose_auth_errors", &self.inner.expose_auth_errors)
             .finish()
     }
 }
@@ -178,7 +204,10 @@ pub(crate) struct RoomsInner {
     namespaces: BTreeMap<&'static str, Vec<Registered>>,
     pub(crate) max_rooms_per_socket: usize,
     pub(crate) max_join_bytes: usize,
+    pub(crate) limits: Limits,
+    pub(crate) counters: Counters,
     pub(crate) authenticator: Option<Authenticator>,
+    pub(crate) expose_auth_errors: bool,
     /// Namespaces created by [`Rooms::ns`], so [`Rooms::attach`] can tell a
     /// namespace wired for joins from one created behind its back.
     wired: Mutex<BTreeSet<String>>,
@@ -330,6 +359,47 @@ impl Rooms {
     pub fn max_join_bytes(&self) -> usize {
         self.inner.max_join_bytes
     }
+
+    /// What the abuse limits did so far, over every socket.
+    ///
+    /// ```standalone_crate
+    /// let rooms = broadcast_core::join::Rooms::builder().build().unwrap();
+    /// let stats = rooms.stats();
+    /// assert_eq!(stats.rate_limited + stats.requests_dropped + stats.replies_dropped, 0);
+    /// assert_eq!(stats.pending, 0);
+    /// ```
+    pub fn stats(&self) -> RoomsStats {
+        let c = &self.inner.counters;
+        RoomsStats {
+            rate_limited: c.rate_limited.load(Ordering::Relaxed),
+            requests_dropped: c.requests_dropped.load(Ordering::Relaxed),
+            replies_dropped: c.replies_dropped.load(Ordering::Relaxed),
+            pending: c.pending.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counts of what the abuse limits did, from [`Rooms::stats`].
+///
+/// ```standalone_crate
+/// let rooms = broadcast_core::join::Rooms::builder().build().unwrap();
+/// println!("{:?}", rooms.stats());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoomsStats {
+    /// Joins answered `rate_limited` (over the token bucket or the
+    /// in-flight cap).
+    pub rate_limited: u64,
+    /// Requests dropped unread, without an answer, because their socket had
+    /// too many unanswered (its client sends but does not read).
+    pub requests_dropped: u64,
+    /// Replies (events and acks) dropped because their socket's outgoing
+    /// buffer stayed full.
+    pub replies_dropped: u64,
+    /// Requests admitted and not answered yet, now (at most 512 per
+    /// socket).
+    pub pending: u64,
 }
 
 /// What [`Rooms::attach`] did. With the Redis adapter, `.await` it to
@@ -412,7 +482,9 @@ impl<A: Adapter> fmt::Debug for Attached<A> {
 pub struct RoomsBuilder {
     max_rooms_per_socket: usize,
     max_join_bytes: usize,
+    limits: Limits,
     authenticator: Option<Authenticator>,
+    expose_auth_errors: bool,
 }
 
 impl Default for RoomsBuilder {
@@ -420,7 +492,13 @@ impl Default for RoomsBuilder {
         Self {
             max_rooms_per_socket: DEFAULT_MAX_ROOMS_PER_SOCKET,
             max_join_bytes: DEFAULT_MAX_JOIN_BYTES,
+            limits: Limits {
+                join_burst: DEFAULT_JOIN_BURST,
+                joins_per_second: DEFAULT_JOINS_PER_SECOND,
+                max_joins_in_flight: DEFAULT_MAX_JOINS_IN_FLIGHT,
+            },
             authenticator: None,
+            expose_auth_errors: false,
         }
     }
 }
@@ -430,7 +508,9 @@ impl fmt::Debug for RoomsBuilder {
         f.debug_struct("RoomsBuilder")
             .field("max_rooms_per_socket", &self.max_rooms_per_socket)
             .field("max_join_bytes", &self.max_join_bytes)
+            .field("limits", &self.limits)
             .field("authenticates", &self.authenticator.is_some())
+            .field("expose_auth_errors", &self.expose_auth_errors)
             .finish()
     }
 }
@@ -450,6 +530,60 @@ impl RoomsBuilder {
         self
     }
 
+    /// The token bucket of each socket's joins (per namespace): `burst`
+    /// joins at once, then `per_second` (default 20 and 10). Every
+    /// `join_<key>` of a room of the namespace takes a token before it is
+    /// even parsed; one without a token is answered `rate_limited` (an
+    /// `error` event and the ack, [`RoomError::RateLimited`]) and goes no
+    /// further, so a socket's authorizer calls are at most
+    /// `burst + per_second * seconds`. `f64::INFINITY` turns it off.
+    ///
+    /// Leaves take no token: leaving must stay possible for a client over
+    /// its limit, and a leave runs no authorizer (its `on_leave` runs only
+    /// for a room the socket was in, which took a join).
+    ///
+    /// ```standalone_crate
+    /// let rooms = broadcast_core::join::Rooms::builder().join_rate(5, 0.5).build().unwrap();
+    /// ```
+    pub fn join_rate(mut self, burst: u32, per_second: f64) -> Self {
+        self.limits.join_burst = burst;
+        self.limits.joins_per_second = per_second;
+        self
+    }
+
+    /// How many joins of one socket may be unanswered at once (default 8),
+    /// from their arrival until their reply is out, so a client that does
+    /// not read its replies stops reaching the authorizer. One more is
+    /// answered `rate_limited` without taking a token.
+    ///
+    /// ```standalone_crate
+    /// let rooms = broadcast_core::join::Rooms::builder().max_joins_in_flight(2).build().unwrap();
+    /// ```
+    pub fn max_joins_in_flight(mut self, limit: usize) -> Self {
+        self.limits.max_joins_in_flight = limit;
+        self
+    }
+
+    /// Whether a client refused by the [authenticator](Self::authenticate)
+    /// gets the authenticator's message in its `connect_error` (default
+    /// `false`: it gets [`UNAUTHORIZED`], and the message is logged at
+    /// debug level). Turn it on when the messages are written for users.
+    ///
+    /// ```standalone_crate
+    /// use broadcast_core::join::{Handshake, Rooms};
+    /// let rooms = Rooms::builder()
+    ///     .authenticate(async |_h: Handshake| -> Result<Option<()>, String> {
+    ///         Err("auth.user must be a name".into())
+    ///     })
+    ///     .expose_auth_errors(true)
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn expose_auth_errors(mut self, expose: bool) -> Self {
+        self.expose_auth_errors = expose;
+        self
+    }
+
     /// Authenticates every socket at connect time, in every namespace the
     /// rooms are wired into, before the connect is acknowledged: the one
     /// place where a socket gets its identity.
@@ -458,7 +592,8 @@ impl RoomsBuilder {
     /// [`JoinContext::identity`] in authorizers and with [`identity`] in
     /// your handlers), `Ok(None)` lets it in anonymously (public rooms
     /// only), and `Err(message)` refuses the connection: the client gets a
-    /// `connect_error` with that message. [`Handshake::join`] puts the
+    /// `connect_error` saying [`UNAUTHORIZED`] (with `message` itself if
+    /// [`expose_auth_errors`](Self::expose_auth_errors) is on). [`Handshake::join`] puts the
     /// socket in rooms of your choice (its own user room, say) before the
     /// connect is acknowledged.
     pub fn authenticate<F, Fut, T, E>(mut self, authenticate: F) -> Self
@@ -508,7 +643,10 @@ impl RoomsBuilder {
                 namespaces,
                 max_rooms_per_socket: self.max_rooms_per_socket,
                 max_join_bytes: self.max_join_bytes,
+                limits: self.limits,
+                counters: Counters::default(),
                 authenticator: self.authenticator,
+                expose_auth_errors: self.expose_auth_errors,
                 wired: Mutex::default(),
             }),
         })

@@ -3,8 +3,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Event, TryData};
@@ -103,18 +104,31 @@ pub enum JoinError {
         /// The room.
         room: String,
     },
+    /// The socket asked to join too often (over its token bucket) or has
+    /// too many joins unanswered; the request was not parsed, nothing was
+    /// authorized.
+    #[error("too many join requests: `{key}` was not joined, ask again later")]
+    RateLimited {
+        /// Room key.
+        key: &'static str,
+    },
 }
 
 impl JoinError {
     /// What the client receives: the `error` event's payload, and the
     /// `error` of the failed ack. [`Forbidden`](Self::Forbidden) is
-    /// [`RoomError::Forbidden`]; every other error is a
+    /// [`RoomError::Forbidden`], [`RateLimited`](Self::RateLimited) is
+    /// [`RoomError::RateLimited`]; every other error is a
     /// [`RoomError::ValidationError`] with this error's message, its
     /// [`key`](Self::key) and, when the data named one, its
     /// [`room`](Self::room).
     pub fn to_wire(&self) -> RoomError {
         match self {
             Self::Forbidden { room } => RoomError::Forbidden { room: room.clone() },
+            Self::RateLimited { key } => RoomError::RateLimited {
+                msg: self.to_string(),
+                key: (*key).to_owned(),
+            },
             other => RoomError::ValidationError {
                 msg: other.to_string(),
                 key: other.key().map(str::to_owned),
@@ -137,7 +151,9 @@ impl JoinError {
     pub fn key(&self) -> Option<&str> {
         match self {
             Self::UnknownKey { key } | Self::WrongNamespace { key, .. } => Some(key),
-            Self::TooLarge { key, .. } | Self::Undecodable { key, .. } => Some(key),
+            Self::TooLarge { key, .. }
+            | Self::Undecodable { key, .. }
+            | Self::RateLimited { key } => Some(key),
             Self::Data(e) => Some(e.key()),
             Self::Invalid { room, .. }
             | Self::Forbidden { room }
@@ -158,11 +174,165 @@ impl JoinError {
     }
 }
 
-/// What a socket's join handlers share: joins of one socket run
-/// concurrently, and the room limit must hold across them.
-#[derive(Default)]
+/// The abuse limits of one socket's requests ([`RoomsBuilder`]'s).
+///
+/// [`RoomsBuilder`]: super::RoomsBuilder
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) join_burst: u32,
+    pub(crate) joins_per_second: f64,
+    pub(crate) max_joins_in_flight: usize,
+}
+
+/// Counters behind [`Rooms::stats`](super::Rooms::stats).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) requests_dropped: AtomicU64,
+    pub(crate) replies_dropped: AtomicU64,
+    pub(crate) pending: AtomicU64,
+}
+
+/// How many requests of one socket may be admitted and unanswered at once;
+/// beyond it requests are dropped unread. It bounds the memory a socket can
+/// hold in the protocol (a task and a reply of at most a few hundred bytes
+/// each) when its client sends but does not read, and is far above what a
+/// reading client has in flight (a socket's outgoing buffer holds 128
+/// packets by default).
+const MAX_PENDING_REQUESTS: usize = 512;
+
+/// How long a reply waits for room in the socket's outgoing buffer before it
+/// is dropped and the socket is marked stalled.
+const REPLY_PATIENCE: Duration = Duration::from_secs(1);
+
+/// What a socket's request handlers share: requests of one socket run
+/// concurrently, and the room limit, the rate limit and the reply order
+/// must hold across them.
 pub(crate) struct SocketState {
     membership: Mutex<()>,
+    bucket: Mutex<Bucket>,
+    joins_in_flight: AtomicUsize,
+    pending: AtomicUsize,
+    /// One reply is sent at a time, so only one task per socket waits for
+    /// buffer room and the others sleep on the lock instead of polling.
+    lane: tokio::sync::Mutex<()>,
+    /// A reply waited [`REPLY_PATIENCE`] in vain: until one is sent again,
+    /// replies are tried once and dropped if the buffer is still full.
+    stalled: AtomicBool,
+}
+
+impl SocketState {
+    fn new(limits: &Limits) -> Self {
+        Self {
+            membership: Mutex::new(()),
+            bucket: Mutex::new(Bucket {
+                tokens: f64::from(limits.join_burst),
+                at: Instant::now(),
+            }),
+            joins_in_flight: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
+            lane: tokio::sync::Mutex::new(()),
+            stalled: AtomicBool::new(false),
+        }
+    }
+
+    /// Admits a request, or drops it (counted) when the socket already has
+    /// [`MAX_PENDING_REQUESTS`] unanswered.
+    fn admit(self: &Arc<Self>, rooms: &Arc<RoomsInner>) -> Option<Pending> {
+        let Some(slot) = Slot::take(self, |s| &s.pending, MAX_PENDING_REQUESTS) else {
+            rooms
+                .counters
+                .requests_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        rooms.counters.pending.fetch_add(1, Ordering::Relaxed);
+        Some(Pending {
+            _slot: slot,
+            rooms: rooms.clone(),
+        })
+    }
+
+    /// A join slot and a token, or `None`: the join is rate limited. A join
+    /// refused for its in-flight cap takes no token.
+    fn start_join(self: &Arc<Self>, limits: &Limits) -> Option<Slot> {
+        let slot = Slot::take(self, |s| &s.joins_in_flight, limits.max_joins_in_flight)?;
+        self.bucket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(limits)
+            .then_some(slot)
+    }
+}
+
+/// A token bucket: `join_burst` tokens, refilled at `joins_per_second`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn take(&mut self, limits: &Limits) -> bool {
+        self.take_at(limits, Instant::now())
+    }
+
+    fn take_at(&mut self, limits: &Limits, now: Instant) -> bool {
+        if limits.joins_per_second.is_infinite() {
+            return true;
+        }
+        let refill = now.duration_since(self.at).as_secs_f64() * limits.joins_per_second;
+        self.tokens = (self.tokens + refill).min(f64::from(limits.join_burst));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// One unit of a per-socket count, given back on drop.
+struct Slot {
+    state: Arc<SocketState>,
+    count: fn(&SocketState) -> &AtomicUsize,
+}
+
+impl Slot {
+    fn take(
+        state: &Arc<SocketState>,
+        count: fn(&SocketState) -> &AtomicUsize,
+        limit: usize,
+    ) -> Option<Self> {
+        count(state)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(Self {
+            state: state.clone(),
+            count,
+        })
+    }
+}
+
+/// An admitted request, counted per socket and in [`Counters::pending`]
+/// until it is answered or given up.
+struct Pending {
+    _slot: Slot,
+    rooms: Arc<RoomsInner>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.rooms.counters.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        (self.count)(&self.state).fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The raw event, taken apart by the handler itself: its size must be
@@ -258,7 +428,14 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
                 }
                 Err(msg) => {
                     tracing::debug!(target: "broadcast::rooms", ns = socket.ns(), sid = %socket.id, %msg, "connect refused by the authenticator");
-                    return Err(Box::new(msg) as Box<dyn fmt::Display + Send>);
+                    // The detail can say which users exist or how tokens are
+                    // checked; clients get it only when the app opted in.
+                    let shown = if self.inner.expose_auth_errors {
+                        msg
+                    } else {
+                        super::UNAUTHORIZED.to_owned()
+                    };
+                    return Err(Box::new(shown) as Box<dyn fmt::Display + Send>);
                 }
             }
         }
@@ -272,7 +449,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
     // id: broadcasts can then skip any socket (`except`), on any server,
     // through the adapter's room exclusion.
     socket.join(socket.id.to_string());
-    let state = Arc::new(SocketState::default());
+    let state = Arc::new(SocketState::new(&inner.limits));
     for room in inner.rooms_in(socket.ns()) {
         let entry = room.descriptor;
         let (rooms, st) = (inner.clone(), state.clone());
@@ -285,7 +462,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
         });
     }
     let rooms = inner.clone();
-    socket.on_fallback(move |call: JoinCall<A>| on_other(rooms, call));
+    socket.on_fallback(move |call: JoinCall<A>| on_other(rooms, state.clone(), call));
 }
 
 async fn on_join<A: Adapter>(
@@ -294,18 +471,25 @@ async fn on_join<A: Adapter>(
     entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) {
+    let Some(_pending) = state.admit(&rooms) else {
+        return;
+    };
     if !wait_connected(&call.socket).await {
         return;
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
+    // Held until the reply is out: a client that does not read its replies
+    // keeps its slots busy, so its further joins are refused unparsed and
+    // never reach the authorizer.
+    let Some(_join) = state.start_join(&rooms.limits) else {
+        rooms.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let limited = JoinError::RateLimited { key: entry.key };
+        reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, Err(limited)).await;
+        return;
+    };
     let result = join(&rooms, &state, entry, call).await;
-    reply(
-        &socket,
-        ack_id,
-        JOINED_EVENT,
-        result.map(|room| (room, true)),
-    )
-    .await;
+    let result = result.map(|room| (room, true));
+    reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, result).await;
 }
 
 async fn on_leave<A: Adapter>(
@@ -314,17 +498,24 @@ async fn on_leave<A: Adapter>(
     entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) {
+    let Some(_pending) = state.admit(&rooms) else {
+        return;
+    };
     if !wait_connected(&call.socket).await {
         return;
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
     let result = leave(&rooms, &state, entry, call).await;
-    reply(&socket, ack_id, LEFT_EVENT, result).await;
+    reply(&rooms, &state, &socket, ack_id, LEFT_EVENT, result).await;
 }
 
 /// Answers `join_<key>` / `leave_<key>` for keys this namespace does not
 /// have; other unhandled events are left alone (they are the app's).
-async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
+async fn on_other<A: Adapter>(
+    rooms: Arc<RoomsInner>,
+    state: Arc<SocketState>,
+    mut call: JoinCall<A>,
+) {
     let Ok(Event(event)) = Event::from_message_parts(&call.socket, &mut call.value, &call.ack_id)
     else {
         return;
@@ -333,6 +524,9 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
         .strip_prefix(JOIN_PREFIX)
         .or_else(|| event.strip_prefix(LEAVE_PREFIX))
     else {
+        return;
+    };
+    let Some(_pending) = state.admit(&rooms) else {
         return;
     };
     if !wait_connected(&call.socket).await {
@@ -345,7 +539,16 @@ async fn on_other<A: Adapter>(rooms: Arc<RoomsInner>, mut call: JoinCall<A>) {
         },
         None => JoinError::UnknownKey { key: echo(key) },
     };
-    reply(&call.socket, call.ack_id, JOINED_EVENT, Err(error)).await;
+    let socket = call.socket.clone();
+    reply(
+        &rooms,
+        &state,
+        &socket,
+        call.ack_id,
+        JOINED_EVENT,
+        Err(error),
+    )
+    .await;
 }
 
 async fn join<A: Adapter>(
@@ -525,6 +728,8 @@ enum Payload {
 /// Sends the event reply (`joined`/`left`, or `error`) and then the ack, so
 /// a client that awaited the ack already has the event.
 async fn reply<A: Adapter>(
+    rooms: &RoomsInner,
+    state: &SocketState,
     socket: &Arc<Socket<A>>,
     ack_id: Option<i64>,
     event: &str,
@@ -543,40 +748,69 @@ async fn reply<A: Adapter>(
             (Some(ERROR_EVENT), payload, RoomReply::Err { error })
         }
     };
-    if let Some(event) = event
-        && let Err(e) = send_patiently(|| socket.emit(event, &event_payload)).await
-    {
-        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, event, "reply event not sent");
+    let _lane = state.lane.lock().await;
+    if let Some(event) = event {
+        // socketioxide reserves a buffer slot before it encodes, so a
+        // refused attempt costs no serialization: each reply is encoded once.
+        send(rooms, state, socket, event, || {
+            socket.emit(event, &event_payload)
+        })
+        .await;
     }
     if ack_id.is_none() {
         return;
     }
-    let sent = send_patiently(|| {
+    send(rooms, state, socket, "ack", || {
         // `AckSender::send` consumes the sender, so each attempt makes one.
         let mut unused = Value::Str(Str::from(""), None);
         let Ok(ack) = AckSender::from_message_parts(socket, &mut unused, &ack_id);
         ack.send(&ack_payload)
     })
     .await;
-    if let Err(e) = sent {
-        tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, "ack not sent");
-    }
 }
 
 /// A socket's outgoing buffer is bounded (socketioxide's `max_buffer_size`),
 /// and a client with many requests in flight can fill it with replies.
-/// Dropping a reply would leave that client waiting forever, so wait for
-/// room instead, for a bounded time (about a second).
-async fn send_patiently(mut send: impl FnMut() -> Result<(), SendError>) -> Result<(), SendError> {
-    const RETRIES: u64 = 250;
-    let mut attempt = 0;
+/// Dropping a reply would leave that client waiting forever, so the reply
+/// waits for room, up to [`REPLY_PATIENCE`]. A client that sends but does
+/// not read never makes room: after one such wait the socket is stalled and
+/// its replies are tried once and dropped (counted) until one gets through,
+/// so it costs the server no more than one wait at a time.
+async fn send<A: Adapter>(
+    rooms: &RoomsInner,
+    state: &SocketState,
+    socket: &Socket<A>,
+    what: &str,
+    mut attempt: impl FnMut() -> Result<(), SendError>,
+) {
+    let mut deadline = None;
+    let mut pause = Duration::from_millis(1);
     loop {
-        match send() {
-            Err(SendError::Socket(SocketError::InternalChannelFull)) if attempt < RETRIES => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(attempt.min(4))).await;
+        match attempt() {
+            Ok(()) => {
+                state.stalled.store(false, Ordering::Relaxed);
+                return;
             }
-            other => return other,
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                let now = Instant::now();
+                let deadline = *deadline.get_or_insert(now + REPLY_PATIENCE);
+                if state.stalled.load(Ordering::Relaxed) || now >= deadline {
+                    if !state.stalled.swap(true, Ordering::Relaxed) {
+                        tracing::info!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), "client does not read its replies: dropping them until it does");
+                    }
+                    rooms
+                        .counters
+                        .replies_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(8));
+            }
+            Err(e) => {
+                tracing::debug!(target: "broadcast::rooms", sid = %socket.id, error = %e, what, "reply not sent");
+                return;
+            }
         }
     }
 }
@@ -591,6 +825,9 @@ mod tests {
     fn by_hand(e: &JoinError) -> Value {
         match e {
             JoinError::Forbidden { room } => json!({"type": "forbidden", "room": room}),
+            JoinError::RateLimited { key } => {
+                json!({"type": "rate_limited", "msg": e.to_string(), "key": key})
+            }
             other => {
                 let mut v = json!({"type": "validation_error", "msg": other.to_string()});
                 if let Some(key) = other.key() {
@@ -602,6 +839,35 @@ mod tests {
                 v
             }
         }
+    }
+
+    #[test]
+    fn the_bucket_allows_a_burst_then_its_rate() {
+        let limits = Limits {
+            join_burst: 3,
+            joins_per_second: 2.0,
+            max_joins_in_flight: 8,
+        };
+        let t0 = Instant::now();
+        let mut b = Bucket {
+            tokens: 3.0,
+            at: t0,
+        };
+        let taken = (0..5).filter(|_| b.take_at(&limits, t0)).count();
+        assert_eq!(taken, 3);
+        // Half a second refills one token at 2/s.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(b.take_at(&limits, t1));
+        assert!(!b.take_at(&limits, t1));
+        // A long pause refills the burst, never more.
+        let t2 = t1 + Duration::from_secs(60);
+        let taken = (0..10).filter(|_| b.take_at(&limits, t2)).count();
+        assert_eq!(taken, 3);
+        let unlimited = Limits {
+            joins_per_second: f64::INFINITY,
+            ..limits
+        };
+        assert!((0..1000).all(|_| b.take_at(&unlimited, t2)));
     }
 
     #[test]
@@ -639,6 +905,7 @@ mod tests {
             JoinError::Disconnected {
                 room: "chat|1".into(),
             },
+            JoinError::RateLimited { key: "chat" },
         ];
         for e in &errors {
             let (new, old) = (e.payload(), by_hand(e));

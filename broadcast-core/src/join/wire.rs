@@ -34,8 +34,9 @@ impl RoomNotice {
 }
 
 /// The payload of the `error` event, and the `error` of a failed ack:
-/// `{"type": "forbidden", "room": ...}` or
-/// `{"type": "validation_error", "msg": ..., "key"?: ..., "room"?: ...}`.
+/// `{"type": "forbidden", "room": ...}`,
+/// `{"type": "validation_error", "msg": ..., "key"?: ..., "room"?: ...}` or
+/// `{"type": "rate_limited", "msg": ..., "key": ...}`.
 ///
 /// ```
 /// use broadcast_core::join::RoomError;
@@ -64,6 +65,14 @@ pub enum RoomError {
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<String>,
     },
+    /// The socket asked to join too often, or with too many joins
+    /// unanswered; the request was not looked at. Asking again later works.
+    RateLimited {
+        /// What the limits are, for people.
+        msg: String,
+        /// The room key of the refused request.
+        key: String,
+    },
 }
 
 impl RoomError {
@@ -81,6 +90,11 @@ impl RoomError {
                 WireField::required("msg", WireType::String),
                 WireField::optional("key", WireType::String),
                 WireField::optional("room", WireType::String),
+            ],
+            &[
+                WireField::required("type", WireType::Tag("rate_limited")),
+                WireField::required("msg", WireType::String),
+                WireField::required("key", WireType::String),
             ],
         ],
     };
@@ -240,6 +254,10 @@ mod tests {
                 key: None,
                 room: None,
             },
+            RoomError::RateLimited {
+                msg: "m".into(),
+                key: "k".into(),
+            },
         ];
         let mut replies = vec![RoomReply::Ok { room: "r".into() }];
         replies.extend(errors.iter().map(|e| RoomReply::Err { error: e.clone() }));
@@ -251,6 +269,7 @@ mod tests {
                     key: _,
                     room: _,
                 } => {}
+                RoomError::RateLimited { msg: _, key: _ } => {}
             }
         }
         for r in &replies {
