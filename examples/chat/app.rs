@@ -38,7 +38,11 @@ pub struct App {
 /// Builds the server: in-memory when `redis_url` is `None`, else joined to
 /// the other servers through Redis.
 pub async fn build(redis_url: Option<&str>) -> Result<App, Box<dyn Error>> {
-    let rooms = Rooms::builder().authenticate(authenticate).build()?;
+    // The chat's login errors say what to fix, and hold nothing secret.
+    let rooms = Rooms::builder()
+        .authenticate(authenticate)
+        .expose_auth_errors(true)
+        .build()?;
     match redis_url {
         None => {
             let (layer, io) = SocketIo::new_layer();
