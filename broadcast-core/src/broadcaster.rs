@@ -8,14 +8,13 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use broadcast_rules::validate_room;
-use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use tracing::Instrument;
 
 use crate::error::{AlreadyInstalled, BroadcastError};
 use crate::event::BroadcastEvent;
 use crate::target::{IntoTargets, Targets};
-use crate::transport::{Delivery, RemoteReceivers, SocketIoTransport, Transport};
+use crate::transport::{Delivery, RemoteReceivers, Transport};
 use crate::util::{BoxFuture, echo};
 
 /// Default limit on a serialized payload: 1 MiB.
@@ -197,12 +196,6 @@ impl Broadcaster {
             transport: Box::new(transport),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
-    }
-
-    /// A broadcaster that delivers through a socketioxide server, with the
-    /// default limits. (With Redis, `redis::server` builds the server's.)
-    pub fn socketio<A: Adapter>(io: socketioxide::SocketIo<A>) -> Self {
-        Self::builder(SocketIoTransport::new(io)).build()
     }
 
     /// Broadcasts `event` through this broadcaster rather than the

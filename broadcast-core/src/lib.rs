@@ -50,6 +50,8 @@ mod schema;
 mod target;
 // The `Room` trait.
 mod room;
+// Stream positions and history limits.
+mod position;
 // The event contract and its registration.
 mod event;
 // Autoref dispatch for derived code.
@@ -68,6 +70,8 @@ pub mod join;
 pub mod registry;
 // Client declarations.
 pub mod typescript;
+// Rooms that keep their recent events for clients that reconnect.
+pub mod history;
 // Delivery across processes.
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -82,6 +86,7 @@ pub use broadcaster::{
 };
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};
 pub use event::{BroadcastEvent, PayloadError, Resource};
+pub use position::{DEFAULT_MAX_REPLAY, EventPosition, HistoryPolicy, Position};
 pub use room::Room;
 pub use target::{IntoTargets, NamespaceTargets, Target, Targets};
 

@@ -25,7 +25,9 @@ use serde_json::{Map, Value};
 
 use broadcast_rules::protocol::{join_event, leave_event};
 
-use crate::join::{RoomReply, SERVER_EVENTS, WireShape, WireType};
+use crate::join::{
+    EVENT_POSITION_SHAPE, JOIN_OPTIONS_SHAPE, RoomReply, SERVER_EVENTS, WireShape, WireType,
+};
 use crate::registry::{self, EventDescriptor, RoomDescriptor};
 
 /// Declarations for every registered event and room.
@@ -72,11 +74,12 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
         for (e, ty) in payload_types.iter().filter(|(e, _)| e.namespace == *ns) {
             let _ = writeln!(
                 out,
-                "  /** `{}` ({}:{}) */\n  {}: (payload: {ty}) => void;",
+                "  /** `{}` ({}:{}) */\n  {}: (payload: {ty}, position?: {}) => void;",
                 e.rust_path(),
                 e.file,
                 e.line,
-                quote(e.name)
+                quote(e.name),
+                EVENT_POSITION_SHAPE.name
             );
         }
         for (event, shape) in SERVER_EVENTS {
@@ -87,14 +90,20 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
         let _ = writeln!(out, "export interface {prefix}ClientToServerEvents {{");
         for r in rooms.iter().filter(|r| r.namespace == *ns) {
             let data = identifier_type(r.fields);
-            for event in [join_event(r.key), leave_event(r.key)] {
-                let _ = writeln!(
-                    out,
-                    "  {}: (data: {data}, ack?: (reply: {}) => void) => void;",
-                    quote(&event),
-                    RoomReply::SHAPE.name
-                );
-            }
+            let reply = RoomReply::SHAPE.name;
+            // A join takes options between its data and its ack; both may
+            // be left out.
+            let _ = writeln!(
+                out,
+                "  {}: (data: {data}, ...rest: [ack?: (reply: {reply}) => void] | [options: {}, ack?: (reply: {reply}) => void]) => void;",
+                quote(&join_event(r.key)),
+                JOIN_OPTIONS_SHAPE.name
+            );
+            let _ = writeln!(
+                out,
+                "  {}: (data: {data}, ack?: (reply: {reply}) => void) => void;",
+                quote(&leave_event(r.key))
+            );
         }
         out.push_str("}\n\n");
     }
@@ -105,7 +114,7 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
 /// they contain, each once, in that order.
 fn protocol_shapes() -> Vec<&'static WireShape> {
     let mut todo: Vec<&'static WireShape> = SERVER_EVENTS.iter().map(|(_, s)| *s).collect();
-    todo.push(&RoomReply::SHAPE);
+    todo.extend([&RoomReply::SHAPE, &EVENT_POSITION_SHAPE, &JOIN_OPTIONS_SHAPE]);
     let mut out: Vec<&'static WireShape> = Vec::new();
     while !todo.is_empty() {
         let shape = todo.remove(0);
@@ -153,6 +162,8 @@ fn wire_type(ty: WireType) -> String {
         WireType::String => "string".into(),
         WireType::Tag(tag) => quote(tag),
         WireType::Bool(b) => b.to_string(),
+        WireType::Boolean => "boolean".into(),
+        WireType::Number => "number".into(),
         WireType::Shape(shape) => shape.name.into(),
     }
 }

@@ -27,7 +27,7 @@ pub struct UserNotified {
 
 /// A chat's room: `chat|<id>`. Members only for private chats.
 #[derive(Debug, Clone, Room)]
-#[room(authorize = can_join_chat)]
+#[room(authorize = can_join_chat, history(size = 1000, ttl = "10m"))]
 pub struct ChatRoom {
     pub chat_id: u64,
 }

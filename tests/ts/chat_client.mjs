@@ -2,7 +2,8 @@
 // tests/chat_socketio_client.rs. The Rust test sends one JSON request per
 // line on stdin and reads JSON lines on stdout:
 //
-//   {"id":1,"op":"connect","client":"a","auth":{"user":"alice"},"transports":["websocket"]}
+//   {"id":1,"op":"connect","client":"a","auth":{"user":"alice"},"transports":["websocket"],"url":"http://..."}
+//     ("url" is optional: $CHAT_URL by default)
 //     -> {"id":1,"ok":true,"sid":"..."}  or  {"id":1,"ok":false,"connect_error":"...","data":...}
 //   {"id":2,"op":"emit","client":"a","event":"join_chat","args":[{"chat_id":1}],"ack":true}
 //     -> {"id":2,"ok":true,"ack":<first ack argument>}   (no "ack" without "ack":true)
@@ -38,7 +39,7 @@ function connect(req) {
     const opts = { reconnection: false, forceNew: true, timeout: CONNECT_TIMEOUT_MS };
     if (req.auth !== undefined) opts.auth = req.auth;
     if (req.transports) opts.transports = req.transports;
-    const socket = io(url, opts);
+    const socket = io(req.url || url, opts);
     const name = req.client;
     socket.onAny((event, ...args) => out({ client: name, event, args }));
     socket.once("connect", () => {

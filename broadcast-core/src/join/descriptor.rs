@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::RoomsError;
 use super::context::JoinContext;
 use super::joinable::{Access, Authorization, JoinableRoom, RoomDataError};
+use crate::position::HistoryPolicy;
 use crate::util::BoxFuture;
 
 /// A room parsed from client data, its type erased.
@@ -85,6 +86,8 @@ pub struct RoomDescriptor {
     pub fields: &'static [&'static str],
     /// Who may join.
     pub access: Access,
+    /// What the room keeps for clients that reconnect, as declared.
+    pub history: Option<HistoryPolicy>,
     /// Source file of the declaration.
     pub file: &'static str,
     /// Source line of the declaration.
@@ -118,6 +121,7 @@ impl RoomDescriptor {
             namespace: R::NAMESPACE,
             fields: R::FIELDS,
             access: R::ACCESS,
+            history: R::HISTORY,
             file: "",
             line: 0,
             erased: Erased {

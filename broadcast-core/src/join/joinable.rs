@@ -7,6 +7,7 @@ use std::future::Future;
 use serde::Serialize;
 
 use super::context::JoinContext;
+use crate::position::HistoryPolicy;
 use crate::room::Room;
 
 /// Who may join a room type through the join protocol.
@@ -109,6 +110,10 @@ pub trait JoinableRoom: Room + Sized + Send + Sync + 'static {
     /// The identifier fields, in the order they appear in the name (`"0"`,
     /// `"1"`, ... for tuple structs).
     const FIELDS: &'static [&'static str];
+
+    /// What the room keeps for clients that reconnect (`None`: nothing,
+    /// and its events carry no position). `#[room(history(..))]` sets it.
+    const HISTORY: Option<HistoryPolicy> = None;
 
     /// Builds the room from the data a client sent with `join_<key>` or
     /// `leave_<key>` (`null` when it sent none).

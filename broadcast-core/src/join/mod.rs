@@ -119,6 +119,7 @@ pub(crate) mod descriptor;
 pub(crate) mod fields;
 mod joinable;
 mod protocol;
+pub(crate) mod recovery;
 mod wire;
 
 use std::borrow::Cow;
@@ -138,8 +139,12 @@ pub use context::{EmitError, Handshake, Identity, JoinContext, identity};
 use descriptor::RoomDescriptor;
 pub use joinable::{Access, Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
 pub use protocol::JoinError;
+pub use recovery::Since;
 use protocol::{Counters, Limits, RoomsMiddleware};
-pub use wire::{RoomError, RoomNotice, RoomReply, SERVER_EVENTS, WireField, WireShape, WireType};
+pub use wire::{
+    EVENT_POSITION_SHAPE, JOIN_OPTIONS_SHAPE, POSITION_SHAPE, RoomError, RoomNotice, RoomReply,
+    SERVER_EVENTS, WireField, WireShape, WireType,
+};
 
 use crate::util::BoxFuture;
 
@@ -280,12 +285,13 @@ impl Rooms {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(path.to_string());
-        io.ns(path, handler.with(self.middleware()))
+        io.ns(path, handler.with(self.middleware(io)))
     }
 
-    fn middleware(&self) -> RoomsMiddleware {
+    fn middleware<A: Adapter>(&self, io: &SocketIo<A>) -> RoomsMiddleware {
         RoomsMiddleware {
             inner: self.inner.clone(),
+            server: io.config().server_id,
         }
     }
 
@@ -333,7 +339,7 @@ impl Rooms {
                 tracing::info!(target: "broadcast::rooms", namespace = ns, "creating namespace with the join protocol");
                 attached
                     .init
-                    .push(io.ns(ns, (async || {}).with(self.middleware())));
+                    .push(io.ns(ns, (async || {}).with(self.middleware(io))));
                 attached.created.push(ns);
             }
         }

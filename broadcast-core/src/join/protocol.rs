@@ -14,7 +14,7 @@ use socketioxide::handler::{
 };
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
-use socketioxide_core::Str;
+use socketioxide_core::{Str, Uid};
 
 use broadcast_rules::protocol::{ERROR_EVENT, JOIN_PREFIX, JOINED_EVENT, LEAVE_PREFIX, LEFT_EVENT};
 
@@ -22,6 +22,7 @@ use super::RoomsInner;
 use super::context::{Handshake, JoinContext};
 use super::descriptor::{ParsedRoom, RoomDescriptor};
 use super::joinable::{Access, Authorization, RoomDataError};
+use super::recovery::{self, HistoryService, JoiningSocket, Recovery, Since};
 use super::wire::{RoomError, RoomNotice, RoomReply};
 use crate::util::echo;
 
@@ -74,6 +75,15 @@ pub enum JoinError {
     /// The data does not describe a room of that key.
     #[error(transparent)]
     Data(#[from] RoomDataError),
+    /// The join options (the second argument, `{"since": ...}`) are
+    /// malformed.
+    #[error("bad join options for room `{key}`: {msg}")]
+    Options {
+        /// Room key.
+        key: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// The authorizer said the request makes no sense.
     #[error("{msg}")]
     Invalid {
@@ -153,6 +163,7 @@ impl JoinError {
             Self::UnknownKey { key } | Self::WrongNamespace { key, .. } => Some(key),
             Self::TooLarge { key, .. }
             | Self::Undecodable { key, .. }
+            | Self::Options { key, .. }
             | Self::RateLimited { key } => Some(key),
             Self::Data(e) => Some(e.key()),
             Self::Invalid { room, .. }
@@ -368,20 +379,25 @@ impl<A: Adapter> JoinCall<A> {
         }
     }
 
-    /// The first argument of the event, `null` if there is none.
-    fn data(&mut self) -> Result<serde_json::Value, String> {
+    /// The first two arguments of the event (the room data and the join
+    /// options), `null` when absent.
+    fn data(&mut self) -> Result<(serde_json::Value, serde_json::Value), String> {
         if let Value::Str(text, None) = &self.value {
             // The common parser's text is the event array itself.
             let args: Vec<serde_json::Value> =
                 serde_json::from_str(text.as_str()).map_err(|e| e.to_string())?;
-            return Ok(args.into_iter().nth(1).unwrap_or(serde_json::Value::Null));
+            let mut args = args.into_iter().skip(1);
+            let data = args.next().unwrap_or_default();
+            return Ok((data, args.next().unwrap_or_default()));
         }
+        // Binary events (and other parsers): the room data only.
         let Ok(TryData(data)) = TryData::<serde_json::Value>::from_message_parts(
             &self.socket,
             &mut self.value,
             &self.ack_id,
         );
-        data.map_err(|e| e.to_string())
+        data.map(|d| (d, serde_json::Value::Null))
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -395,6 +411,8 @@ impl<A: Adapter> JoinCall<A> {
 #[derive(Clone)]
 pub(crate) struct RoomsMiddleware {
     pub(crate) inner: Arc<RoomsInner>,
+    /// The Socket.IO server's id: finds its history service.
+    pub(crate) server: Uid,
 }
 
 impl fmt::Debug for RoomsMiddleware {
@@ -439,12 +457,12 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
                 }
             }
         }
-        install(&self.inner, &socket);
+        install(&self.inner, self.server, &socket);
         Ok(())
     }
 }
 
-fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
+fn install<A: Adapter>(inner: &Arc<RoomsInner>, server: Uid, socket: &Arc<Socket<A>>) {
     // As in Socket.IO's JavaScript server, a socket is in a room named by its
     // id: broadcasts can then skip any socket (`except`), on any server,
     // through the adapter's room exclusion.
@@ -454,7 +472,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
         let entry = room.descriptor;
         let (rooms, st) = (inner.clone(), state.clone());
         socket.on(room.join_event.clone(), move |call: JoinCall<A>| {
-            on_join(rooms, st, entry, call)
+            on_join(rooms, st, server, entry, call)
         });
         let (rooms, st) = (inner.clone(), state.clone());
         socket.on(room.leave_event.clone(), move |call: JoinCall<A>| {
@@ -468,6 +486,7 @@ fn install<A: Adapter>(inner: &Arc<RoomsInner>, socket: &Arc<Socket<A>>) {
 async fn on_join<A: Adapter>(
     rooms: Arc<RoomsInner>,
     state: Arc<SocketState>,
+    server: Uid,
     entry: &'static RoomDescriptor,
     call: JoinCall<A>,
 ) {
@@ -487,8 +506,7 @@ async fn on_join<A: Adapter>(
         reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, Err(limited)).await;
         return;
     };
-    let result = join(&rooms, &state, entry, call).await;
-    let result = result.map(|room| (room, true));
+    let result = join(&rooms, &state, server, entry, call).await;
     reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, result).await;
 }
 
@@ -505,7 +523,13 @@ async fn on_leave<A: Adapter>(
         return;
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
-    let result = leave(&rooms, &state, entry, call).await;
+    let result = leave(&rooms, &state, entry, call)
+        .await
+        .map(|(room, notify)| Done {
+            room,
+            notify,
+            recovery: None,
+        });
     reply(&rooms, &state, &socket, ack_id, LEFT_EVENT, result).await;
 }
 
@@ -551,15 +575,30 @@ async fn on_other<A: Adapter>(
     .await;
 }
 
+/// A request that succeeded: the room, whether to send the `joined`/`left`
+/// event, and for a history room its position.
+struct Done {
+    room: String,
+    notify: bool,
+    recovery: Option<Recovery>,
+}
+
 async fn join<A: Adapter>(
     rooms: &RoomsInner,
     state: &SocketState,
+    server: Uid,
     entry: &'static RoomDescriptor,
     call: JoinCall<A>,
-) -> Result<String, JoinError> {
+) -> Result<Done, JoinError> {
     let socket = call.socket.clone();
-    let room = parse(rooms, entry, call)?;
+    let (room, options) = parse(rooms, entry, call)?;
     let name = room.name();
+    // Options are checked for every room, so a client learns of a bad
+    // `since` whether or not the room keeps history.
+    let since = Since::from_options(&options).map_err(|msg| JoinError::Options {
+        key: entry.key,
+        msg,
+    })?;
     let limit = rooms.max_rooms_per_socket;
     // Who may ask at all comes first, so a client learns nothing, not even
     // whether the server put it in a server-only room.
@@ -574,10 +613,14 @@ async fn join<A: Adapter>(
             room: name.to_owned(),
         });
     }
+    let history = entry
+        .history
+        .and_then(|policy| Some((policy, history_service(server, entry)?)));
     // Checked before authorizing too, so a socket at its limit cannot make
     // the server run authorizers (database queries) for nothing.
     match membership(&socket, name) {
-        Membership::Member => return Ok(name.to_owned()),
+        Membership::Member if history.is_none() => return Ok(done(name, None)),
+        Membership::Member => {}
         Membership::NotMember { rooms } if rooms >= limit => {
             return Err(JoinError::TooManyRooms {
                 room: name.to_owned(),
@@ -600,20 +643,39 @@ async fn join<A: Adapter>(
             });
         }
     }
-    {
+    let member = {
         let _guard = state
             .membership
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match membership(&socket, name) {
-            Membership::Member => return Ok(name.to_owned()),
+            Membership::Member if history.is_none() => return Ok(done(name, None)),
+            Membership::Member => true,
             Membership::NotMember { rooms } if rooms >= limit => {
                 return Err(JoinError::TooManyRooms {
                     room: name.to_owned(),
                     limit,
                 });
             }
-            Membership::NotMember { .. } => socket.join(name.to_owned()),
+            Membership::NotMember { .. } => {
+                // A history room's service joins the socket itself, after
+                // the replay, so that nothing arrives out of order.
+                if history.is_none() {
+                    socket.join(name.to_owned());
+                }
+                false
+            }
+        }
+    };
+    let mut recovery = None;
+    if let Some((policy, service)) = history {
+        let joining: Arc<dyn JoiningSocket> = socket.clone();
+        match service.join(joining, name, policy, since, member).await {
+            Ok(r) => recovery = Some(r),
+            Err(msg) => {
+                tracing::warn!(target: "broadcast::rooms", sid = %socket.id, room = name, %msg, "history unavailable: joined without a position");
+                socket.join(name.to_owned());
+            }
         }
     }
     // A socket closing concurrently has its rooms cleared once; a join that
@@ -625,7 +687,29 @@ async fn join<A: Adapter>(
         });
     }
     entry.on_join(&ctx, &room).await;
-    Ok(name.to_owned())
+    Ok(done(name, recovery))
+}
+
+fn done(room: &str, recovery: Option<Recovery>) -> Done {
+    Done {
+        room: room.to_owned(),
+        notify: true,
+        recovery,
+    }
+}
+
+/// The history service of this server, for a room that keeps history;
+/// `None` (logged once) when none is registered: the room is then joined
+/// like any other.
+fn history_service(server: Uid, entry: &RoomDescriptor) -> Option<Arc<dyn HistoryService>> {
+    let found = recovery::service(server);
+    if found.is_none() {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(target: "broadcast::rooms", key = entry.key, "room keeps history but this server has no broadcaster with history (build it with Broadcaster::socketio or redis::server): joins get no position");
+        }
+    }
+    found
 }
 
 /// Leaving is always allowed; leaving a room the socket is not in changes
@@ -637,7 +721,7 @@ async fn leave<A: Adapter>(
     call: JoinCall<A>,
 ) -> Result<(String, bool), JoinError> {
     let socket = call.socket.clone();
-    let room = parse(rooms, entry, call)?;
+    let (room, _) = parse(rooms, entry, call)?;
     let name = room.name();
     let was_member = {
         let _guard = state
@@ -661,7 +745,7 @@ fn parse<A: Adapter>(
     rooms: &RoomsInner,
     entry: &'static RoomDescriptor,
     mut call: JoinCall<A>,
-) -> Result<ParsedRoom, JoinError> {
+) -> Result<(ParsedRoom, serde_json::Value), JoinError> {
     let size = call.size();
     if size > rooms.max_join_bytes {
         return Err(JoinError::TooLarge {
@@ -670,11 +754,11 @@ fn parse<A: Adapter>(
             limit: rooms.max_join_bytes,
         });
     }
-    let data = call.data().map_err(|msg| JoinError::Undecodable {
+    let (data, options) = call.data().map_err(|msg| JoinError::Undecodable {
         key: entry.key,
         msg,
     })?;
-    Ok(entry.parse(&data)?)
+    Ok((entry.parse(&data)?, options))
 }
 
 enum Membership {
@@ -733,13 +817,29 @@ async fn reply<A: Adapter>(
     socket: &Arc<Socket<A>>,
     ack_id: Option<i64>,
     event: &str,
-    result: Result<(String, bool), JoinError>,
+    result: Result<Done, JoinError>,
 ) {
     let (event, event_payload, ack_payload) = match result {
-        Ok((room, notify)) => {
+        Ok(Done {
+            room,
+            notify,
+            recovery,
+        }) => {
             tracing::trace!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %room, event, "ok");
-            let notice = Payload::Notice(RoomNotice { room: room.clone() });
-            (notify.then_some(event), notice, RoomReply::Ok { room })
+            let (position, recovered) = match recovery {
+                Some(r) => (Some(r.position), r.recovered),
+                None => (None, None),
+            };
+            let notice = Payload::Notice(RoomNotice {
+                room: room.clone(),
+                position: position.clone(),
+            });
+            let ack = RoomReply::Ok {
+                room,
+                position,
+                recovered,
+            };
+            (notify.then_some(event), notice, ack)
         }
         Err(error) => {
             tracing::debug!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %error, "join/leave refused");

@@ -11,17 +11,24 @@
 use broadcast_rules::protocol::{ERROR_EVENT, JOINED_EVENT, LEFT_EVENT};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
-/// The payload of `joined` and `left`: `{"room": "chat|1"}`.
+use crate::position::Position;
+
+/// The payload of `joined` and `left`: `{"room": "chat|1"}`, and for a room
+/// that keeps history, `"position"`: where its stream was when the socket
+/// joined.
 ///
 /// ```
 /// use broadcast_core::join::RoomNotice;
-/// let n = RoomNotice { room: "chat|1".into() };
+/// let n = RoomNotice { room: "chat|1".into(), position: None };
 /// assert_eq!(serde_json::to_string(&n).unwrap(), r#"{"room":"chat|1"}"#);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RoomNotice {
     /// The room's name.
     pub room: String,
+    /// A history room's position when the socket joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<Position>,
 }
 
 impl RoomNotice {
@@ -29,9 +36,46 @@ impl RoomNotice {
     pub const SHAPE: WireShape = WireShape {
         name: "RoomNotice",
         doc: "The payload of `joined` and `left`.",
-        variants: &[&[WireField::required("room", WireType::String)]],
+        variants: &[&[
+            WireField::required("room", WireType::String),
+            WireField::optional("position", WireType::Shape(&POSITION_SHAPE)),
+        ]],
     };
 }
+
+/// The shape of [`Position`]: `{"offset": 17, "epoch": "..."}`.
+pub const POSITION_SHAPE: WireShape = WireShape {
+    name: "Position",
+    doc: "A place in a room's event stream: the last event's offset (0 before the first) and the stream's epoch.",
+    variants: &[&[
+        WireField::required("offset", WireType::Number),
+        WireField::required("epoch", WireType::String),
+    ]],
+};
+
+/// The shape of [`EventPosition`](crate::EventPosition), the argument after
+/// the payload of an event delivered to a history room.
+pub const EVENT_POSITION_SHAPE: WireShape = WireShape {
+    name: "EventPosition",
+    doc: "The argument after the payload of an event delivered to a room that keeps history.",
+    variants: &[&[
+        WireField::required("room", WireType::String),
+        WireField::required("offset", WireType::Number),
+        WireField::required("epoch", WireType::String),
+    ]],
+};
+
+/// The shape of the join options, the optional argument between a join's
+/// data and its ack: `{"since": <Position>}` asks for the events missed
+/// since that position ([`Since`](super::Since)).
+pub const JOIN_OPTIONS_SHAPE: WireShape = WireShape {
+    name: "JoinOptions",
+    doc: "Options of a join: `since` asks a room that keeps history for the events after that position.",
+    variants: &[&[WireField::optional(
+        "since",
+        WireType::Shape(&POSITION_SHAPE),
+    )]],
+};
 
 /// The payload of the `error` event, and the `error` of a failed ack:
 /// `{"type": "forbidden", "room": ...}`,
@@ -102,10 +146,13 @@ impl RoomError {
 
 /// The ack of `join_<key>` and `leave_<key>`, when the client asked for one:
 /// `{"ok": true, "room": ...}` or `{"ok": false, "error": <RoomError>}`.
+/// A join of a room that keeps history adds `"position"`, and when the
+/// client sent `since`, `"recovered"`: true when every event it missed was
+/// sent before this ack, false when it must reload its state.
 ///
 /// ```
 /// use broadcast_core::join::{RoomError, RoomReply};
-/// let ok = RoomReply::Ok { room: "lobby".into() };
+/// let ok = RoomReply::Ok { room: "lobby".into(), position: None, recovered: None };
 /// assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":true,"room":"lobby"}"#);
 /// let refused = RoomReply::Err { error: RoomError::Forbidden { room: "chat|1".into() } };
 /// assert_eq!(
@@ -119,6 +166,10 @@ pub enum RoomReply {
     Ok {
         /// The room's name.
         room: String,
+        /// A history room's position when the socket joined.
+        position: Option<Position>,
+        /// With `since`: whether every missed event was replayed.
+        recovered: Option<bool>,
     },
     /// Refused; the same payload as the `error` event.
     Err {
@@ -136,6 +187,8 @@ impl RoomReply {
             &[
                 WireField::required("ok", WireType::Bool(true)),
                 WireField::required("room", WireType::String),
+                WireField::optional("recovered", WireType::Boolean),
+                WireField::optional("position", WireType::Shape(&POSITION_SHAPE)),
             ],
             &[
                 WireField::required("ok", WireType::Bool(false)),
@@ -147,11 +200,21 @@ impl RoomReply {
 
 impl Serialize for RoomReply {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("RoomReply", 2)?;
+        let mut s = serializer.serialize_struct("RoomReply", 4)?;
         match self {
-            Self::Ok { room } => {
+            Self::Ok {
+                room,
+                position,
+                recovered,
+            } => {
                 s.serialize_field("ok", &true)?;
                 s.serialize_field("room", room)?;
+                if let Some(recovered) = recovered {
+                    s.serialize_field("recovered", recovered)?;
+                }
+                if let Some(position) = position {
+                    s.serialize_field("position", position)?;
+                }
             }
             Self::Err { error } => {
                 s.serialize_field("ok", &false)?;
@@ -223,6 +286,10 @@ pub enum WireType {
     Tag(&'static str),
     /// Exactly this boolean.
     Bool(bool),
+    /// Any boolean.
+    Boolean,
+    /// A non-negative integer.
+    Number,
     /// An object of another shape.
     Shape(&'static WireShape),
 }
@@ -241,7 +308,20 @@ mod tests {
     /// here, and then fail [`the_shapes_describe_the_json`] until its shape
     /// has it too.
     fn examples() -> Vec<(&'static WireShape, Value)> {
-        let notices = [RoomNotice { room: "r".into() }];
+        let position = || Position {
+            offset: 3,
+            epoch: "e".into(),
+        };
+        let notices = [
+            RoomNotice {
+                room: "r".into(),
+                position: None,
+            },
+            RoomNotice {
+                room: "r".into(),
+                position: Some(position()),
+            },
+        ];
         let errors = [
             RoomError::Forbidden { room: "r".into() },
             RoomError::ValidationError {
@@ -259,7 +339,18 @@ mod tests {
                 key: "k".into(),
             },
         ];
-        let mut replies = vec![RoomReply::Ok { room: "r".into() }];
+        let mut replies = vec![
+            RoomReply::Ok {
+                room: "r".into(),
+                position: None,
+                recovered: None,
+            },
+            RoomReply::Ok {
+                room: "r".into(),
+                position: Some(position()),
+                recovered: Some(true),
+            },
+        ];
         replies.extend(errors.iter().map(|e| RoomReply::Err { error: e.clone() }));
         for e in &errors {
             match e {
@@ -274,7 +365,12 @@ mod tests {
         }
         for r in &replies {
             match r {
-                RoomReply::Ok { room: _ } | RoomReply::Err { error: _ } => {}
+                RoomReply::Ok {
+                    room: _,
+                    position: _,
+                    recovered: _,
+                }
+                | RoomReply::Err { error: _ } => {}
             }
         }
         let mut out = Vec::new();
@@ -315,6 +411,8 @@ mod tests {
             WireType::String => v.is_string(),
             WireType::Tag(t) => v.as_str() == Some(t),
             WireType::Bool(b) => v.as_bool() == Some(b),
+            WireType::Boolean => v.is_boolean(),
+            WireType::Number => v.is_u64(),
             WireType::Shape(s) => matching(s, v).len() == 1,
         }
     }

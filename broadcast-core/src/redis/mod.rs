@@ -84,10 +84,15 @@ use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr
 use tokio::sync::{broadcast, watch};
 
 use crate::broadcaster::Broadcaster;
+use crate::history::{Feed, HistoryRooms, HistoryTransport, Store};
+use crate::transport::Transport;
+pub use history::HISTORY_SHARDS;
+use history::RedisStore;
 
 mod config;
 mod driver;
 mod error;
+mod history;
 mod inbound;
 mod publish;
 mod stats;
@@ -187,9 +192,28 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
         .with_adapter::<RedisAdapter>(ctr);
     let (layer, io) = config.configure_socketio(builder).build_layer();
     let transport = RedisServerTransport::new(io.clone(), &driver, &config);
-    let remote = Broadcaster::builder(transport.remote_only())
-        .max_payload_bytes(config.max_payload_bytes_value())
-        .build();
+    let remote = transport.remote_only();
+    let rooms = Arc::new(HistoryRooms::from_registry());
+    let (broadcaster, remote) = if rooms.is_empty() {
+        (config.broadcaster(transport), config.broadcaster(remote))
+    } else {
+        let feed = Feed::new(io.clone());
+        let store: Arc<dyn Store> = Arc::new(RedisStore::new(
+            driver.client().clone(),
+            &config,
+            driver.stats().clone(),
+        ));
+        history::subscribe(&driver, &config, &feed)
+            .await
+            .map_err(|source| RedisError::Connect {
+                target: config.target(),
+                source,
+            })?;
+        feed.serve(io.config().server_id, rooms.clone(), store.clone());
+        let remote = HistoryTransport::new(remote, rooms.clone(), store.clone(), None::<Arc<Feed<RedisAdapter>>>);
+        let transport = HistoryTransport::new(transport, rooms, store, Some(feed));
+        (config.broadcaster(transport), config.broadcaster(remote))
+    };
     tracing::info!(
         server_id = %io.config().server_id,
         prefix = config.prefix_str(),
@@ -198,9 +222,7 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
     Ok(RedisSocketIo {
         layer,
         io,
-        broadcaster: Broadcaster::builder(transport)
-            .max_payload_bytes(config.max_payload_bytes_value())
-            .build(),
+        broadcaster,
         remote,
         connection,
     })
@@ -225,12 +247,35 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
 pub async fn worker(config: RedisConfig) -> Result<RedisWorker, RedisError> {
     let transport = RedisTransport::connect(&config).await?;
     let connection = transport.connection();
+    let rooms = Arc::new(HistoryRooms::from_registry());
+    let broadcaster = if rooms.is_empty() {
+        config.broadcaster(transport)
+    } else {
+        let store: Arc<dyn Store> = Arc::new(RedisStore::new(
+            transport.client().clone(),
+            &config,
+            connection.stats_handle(),
+        ));
+        config.broadcaster(HistoryTransport::new(
+            transport,
+            rooms,
+            store,
+            None::<Arc<Feed<RedisAdapter>>>,
+        ))
+    };
     Ok(RedisWorker {
-        broadcaster: Broadcaster::builder(transport)
-            .max_payload_bytes(config.max_payload_bytes_value())
-            .build(),
+        broadcaster,
         connection,
     })
+}
+
+impl RedisConfig {
+    /// A broadcaster over `transport` with this configuration's limits.
+    fn broadcaster(&self, transport: impl Transport) -> Broadcaster {
+        Broadcaster::builder(transport)
+            .max_payload_bytes(self.max_payload_bytes_value())
+            .build()
+    }
 }
 
 #[derive(Clone)]

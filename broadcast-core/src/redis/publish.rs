@@ -226,6 +226,10 @@ impl RedisTransport {
     pub(crate) fn connection(&self) -> RedisConnection {
         self.connection.clone()
     }
+
+    pub(crate) fn client(&self) -> &fred::clients::Client {
+        &self.publisher.client
+    }
 }
 
 impl Transport for RedisTransport {

@@ -14,6 +14,7 @@ pub use crate::util::BoxFuture;
 
 mod socketio;
 pub use socketio::SocketIoTransport;
+pub(crate) use socketio::classify;
 #[cfg(feature = "redis")]
 pub(crate) use socketio::emit_group;
 

@@ -175,7 +175,24 @@ pub struct RoomAttrs {
     pub authorize: Option<Keyed<syn::Path>>,
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
+    pub history: Option<History>,
     pub krate: Option<syn::Path>,
+}
+
+/// `history`, `history(size = 1000, ttl = "10m")`: what a room keeps for
+/// clients that reconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    pub size: u32,
+    pub ttl_secs: u64,
+}
+
+impl History {
+    /// What a bare `history` keeps.
+    pub const DEFAULT: History = History {
+        size: 1000,
+        ttl_secs: 600,
+    };
 }
 
 impl RoomAttrs {
@@ -186,6 +203,7 @@ impl RoomAttrs {
         let mut authorize = Attr::none(cx, ROOM, AUTHORIZE);
         let mut on_join = Attr::none(cx, ROOM, ON_JOIN);
         let mut on_leave = Attr::none(cx, ROOM, ON_LEAVE);
+        let mut history = Attr::none(cx, ROOM, HISTORY);
         let mut krate = Attr::none(cx, ROOM, CRATE);
 
         for attr in attrs {
@@ -219,6 +237,8 @@ impl RoomAttrs {
                     on_join.set_opt(&meta.path, fn_path(cx, ON_JOIN, &meta)?);
                 } else if meta.path == ON_LEAVE {
                     on_leave.set_opt(&meta.path, fn_path(cx, ON_LEAVE, &meta)?);
+                } else if meta.path == HISTORY {
+                    history.set_opt(&meta.path, history_attr(cx, &meta)?);
                 } else if meta.path == CRATE {
                     krate.set_opt(&meta.path, crate_path(cx, &meta)?);
                 } else {
@@ -238,6 +258,7 @@ impl RoomAttrs {
             authorize: authorize.get_with_tokens(),
             on_join: on_join.get(),
             on_leave: on_leave.get(),
+            history: history.get(),
             krate: krate.get(),
         }
     }
@@ -247,6 +268,80 @@ impl RoomAttrs {
     pub fn krate(&self) -> syn::Path {
         self.krate.clone().unwrap_or_else(default_crate)
     }
+}
+
+/// `history` or `history(size = <1..>, ttl = "<n>s|m|h|d">)`; each bad value
+/// is reported at its own span and the rest still parsed.
+fn history_attr(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<History>> {
+    let mut out = History::DEFAULT;
+    if meta.input.peek(Token![=]) {
+        cx.error_spanned_by(
+            &meta.path,
+            "`history` takes a list: write `history` or `history(size = 1000, ttl = \"10m\")`",
+        );
+        skip_value(meta)?;
+        return Ok(None);
+    }
+    if !meta.input.peek(syn::token::Paren) {
+        return Ok(Some(out));
+    }
+    let mut size = Attr::none(cx, HISTORY, SIZE);
+    let mut ttl = Attr::none(cx, HISTORY, TTL);
+    let mut ok = true;
+    meta.parse_nested_meta(|inner| {
+        if inner.path == SIZE {
+            let lit: syn::LitInt = inner.value()?.parse()?;
+            match lit.base10_parse::<u32>() {
+                Ok(n) if n > 0 => size.set(&inner.path, n),
+                _ => {
+                    ok = false;
+                    cx.error_spanned_by(&lit, "`size` is a number of events, from 1 to 4294967295");
+                }
+            }
+        } else if inner.path == TTL {
+            match lit_str(cx, TTL, &inner)? {
+                Some(lit) => match parse_duration(&lit.value()) {
+                    Some(secs) => ttl.set(&inner.path, secs),
+                    None => {
+                        ok = false;
+                        cx.error_spanned_by(
+                            &lit,
+                            "`ttl` is a duration such as \"30s\", \"10m\", \"2h\" or \"1d\" (at least one second)",
+                        );
+                    }
+                },
+                None => ok = false,
+            }
+        } else {
+            ok = false;
+            unknown(cx, HISTORY, HISTORY_KEYS, &inner)?;
+        }
+        Ok(())
+    })?;
+    if let Some(n) = size.get() {
+        out.size = n;
+    }
+    if let Some(secs) = ttl.get() {
+        out.ttl_secs = secs;
+    }
+    Ok(ok.then_some(out))
+}
+
+/// `"90s"`, `"10m"`, `"2h"`, `"1d"` in seconds; `None` when malformed, zero
+/// or too large.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|&s| s > 0)
 }
 
 /// Reports an unknown key and skips its value, so one typo does not hide

@@ -24,11 +24,18 @@ pub const PUBLIC: Symbol = Symbol("public");
 pub const AUTHORIZE: Symbol = Symbol("authorize");
 pub const ON_JOIN: Symbol = Symbol("on_join");
 pub const ON_LEAVE: Symbol = Symbol("on_leave");
+pub const HISTORY: Symbol = Symbol("history");
+pub const SIZE: Symbol = Symbol("size");
+pub const TTL: Symbol = Symbol("ttl");
 
 /// The keys of `#[broadcast(...)]`, in the order error messages list them.
 pub const EVENT_KEYS: &[Symbol] = &[ON, AS, WHEN, NAME, NAMESPACE, PAYLOAD, CRATE];
 /// The keys of `#[room(...)]`, in the order error messages list them.
-pub const ROOM_KEYS: &[Symbol] = &[KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, CRATE];
+pub const ROOM_KEYS: &[Symbol] = &[
+    KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, HISTORY, CRATE,
+];
+/// The keys of `history(...)`.
+pub const HISTORY_KEYS: &[Symbol] = &[SIZE, TTL];
 
 /// `on, as, when, ...`: for "expected one of" messages.
 pub fn list(keys: &[Symbol]) -> String {

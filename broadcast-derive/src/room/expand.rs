@@ -108,6 +108,13 @@ pub fn room(m: &Room) -> TokenStream {
     };
     let on_join = hook(quote!(on_join), &m.on_join);
     let on_leave = hook(quote!(on_leave), &m.on_leave);
+    let history = m.history.map(|h| {
+        let (size, ttl) = (h.size, h.ttl_secs);
+        quote! {
+            const HISTORY: #p::Option<#krate::HistoryPolicy> =
+                #p::Option::Some(#krate::HistoryPolicy::new(#size, #ttl));
+        }
+    });
 
     quote! {
         #[doc(hidden)]
@@ -129,6 +136,7 @@ pub fn room(m: &Room) -> TokenStream {
                 const NAMESPACE: &'static str = #namespace;
                 const ACCESS: #j::Access = #j::Access::#access;
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
+                #history
 
                 fn from_join_data(
                     __data: &#p::Value,

@@ -4,7 +4,7 @@
 use broadcast_rules::{DEFAULT_NAMESPACE, default_room_key, validate_key, validate_namespace};
 
 use crate::internals::ast::{Container, Field, Style};
-use crate::internals::attr::RoomAttrs;
+use crate::internals::attr::{History, RoomAttrs};
 use crate::internals::symbol::ROOM;
 use crate::internals::{Ctxt, namespace_message};
 
@@ -16,6 +16,7 @@ pub struct Room<'a> {
     pub access: Access,
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
+    pub history: Option<History>,
     pub style: Style,
     pub fields: Vec<Field<'a>>,
 }
@@ -98,6 +99,7 @@ pub fn room<'a>(cx: &Ctxt, cont: Container<'a>, attrs: RoomAttrs) -> Room<'a> {
         access,
         on_join: attrs.on_join,
         on_leave: attrs.on_leave,
+        history: attrs.history,
         style,
         fields,
     }

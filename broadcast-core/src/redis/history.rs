@@ -1,0 +1,426 @@
+//! History rooms on Redis: one stream per room, written by whichever
+//! process broadcasts, and a fixed set of shard channels that carry the
+//! events to every server's sockets.
+//!
+//! One script appends an event: it assigns the room's next offset, adds the
+//! event to the room's stream (trimmed to the room's size, expiring after
+//! its TTL), and publishes it, all at once. Redis runs scripts one at a
+//! time and delivers a channel's messages in order, so every server
+//! receives a room's events in offset order, whoever broadcast them.
+//!
+//! Each room hashes to one of [`HISTORY_SHARDS`] shards. A shard's keys and
+//! its channel share a hash tag, so on Redis Cluster a shard lives in one
+//! slot: history load spreads over the cluster by shard, and the script's
+//! keys and channel are always on the node that runs it. Every server
+//! subscribes to every shard channel.
+//!
+//! The epoch is created with a room's stream and changes when it is lost
+//! (Redis restarted without persistence, the room idle past its TTL), so a
+//! client holding an offset of the old epoch is told it was not recovered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::interfaces::LuaInterface;
+use fred::types::Value as RedisValue;
+use futures_util::StreamExt;
+use serde_json::value::RawValue;
+use socketioxide::adapter::Adapter;
+use socketioxide::socket::Sid;
+use socketioxide_redis::drivers::Driver;
+
+use super::RedisConfig;
+use super::driver::MeteredFredDriver;
+use super::stats::{Counters, RedisStats};
+use crate::error::TransportError;
+use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch};
+use crate::position::{HistoryPolicy, Position};
+use crate::util::BoxFuture;
+
+/// How many shards history rooms are spread over. Every process sharing a
+/// Redis must use the same number: it decides where a room's stream is.
+pub const HISTORY_SHARDS: u32 = 16;
+
+/// Shortest time an epoch outlives its stream, so that offsets keep
+/// growing while any event of the epoch may still be held by a client.
+const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
+
+const APPEND: &str = r"
+local meta, stream, channel = KEYS[1], KEYS[2], KEYS[3]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 't', 0)
+end
+local top = redis.call('HINCRBY', meta, 't', 1)
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('XADD', stream, 'MAXLEN', ARGV[2], top .. '-0', 'e', ARGV[4], 'p', ARGV[5], 't', ms)
+redis.call('PEXPIRE', stream, ARGV[3])
+redis.call('PEXPIRE', meta, ARGV[7])
+local n = redis.call('SPUBLISH', channel, top .. '\n' .. epoch .. '\n' .. ms .. '\n' .. ARGV[6] .. ARGV[5])
+return {top, epoch, n}
+";
+
+const READ: &str = r"
+local meta, stream = KEYS[1], KEYS[2]
+local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', stream)
+  redis.call('HSET', meta, 'e', epoch, 't', 0)
+  redis.call('PEXPIRE', meta, ARGV[4])
+end
+local top = tonumber(redis.call('HGET', meta, 't'))
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local since = tonumber(ARGV[2])
+if since < 0 or since > top or top - since > tonumber(ARGV[3]) then
+  return {epoch, top, ms, 0, {}}
+end
+local entries = {}
+if since < top then
+  entries = redis.call('XRANGE', stream, (since + 1) .. '-0', '+', 'COUNT', top - since)
+end
+return {epoch, top, ms, 1, entries}
+";
+
+/// Where one room's stream, epoch and channel are.
+struct Keys {
+    meta: String,
+    stream: String,
+    channel: String,
+}
+
+fn shard_tag(prefix: &str, shard: u32) -> String {
+    format!("{{{prefix}-history-{shard}}}")
+}
+
+/// The channel of shard `shard`.
+pub(crate) fn shard_channel(prefix: &str, shard: u32) -> String {
+    format!("{}#events", shard_tag(prefix, shard))
+}
+
+/// FNV-1a: stable across processes, versions and platforms.
+fn shard_of(namespace: &str, room: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in namespace.bytes().chain([0]).chain(room.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % HISTORY_SHARDS
+}
+
+fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
+    let tag = shard_tag(prefix, shard_of(namespace, room));
+    // Lengths first: no namespace and room can spell another pair's key.
+    let id = format!("{}:{namespace}:{room}", namespace.len());
+    Keys {
+        meta: format!("{tag}#{id}#meta"),
+        stream: format!("{tag}#{id}#stream"),
+        channel: format!("{tag}#events"),
+    }
+}
+
+/// History rooms' streams in Redis, through one fred client.
+pub(crate) struct RedisStore<C> {
+    client: C,
+    prefix: String,
+    stats: RedisStats,
+}
+
+impl<C> RedisStore<C> {
+    pub(crate) fn new(client: C, config: &RedisConfig, stats: RedisStats) -> Self {
+        Self {
+            client,
+            prefix: config.prefix_str().to_owned(),
+            stats,
+        }
+    }
+}
+
+fn redis_error(e: fred::error::Error) -> TransportError {
+    match e.kind() {
+        fred::error::ErrorKind::Timeout => TransportError::Timeout(Duration::ZERO),
+        _ => TransportError::Adapter(Box::new(e)),
+    }
+}
+
+fn malformed(what: &str) -> TransportError {
+    TransportError::Adapter(format!("unexpected answer from the history script: {what}").into())
+}
+
+impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
+    fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<u64, TransportError>> {
+        Box::pin(async move {
+            let k = keys(&self.prefix, e.namespace, e.room);
+            let except: Vec<String> = e.except.iter().map(Sid::to_string).collect();
+            let header = format!(
+                "{}\n{}\n{}\n{}\n",
+                e.namespace,
+                e.room,
+                e.event,
+                except.join(",")
+            );
+            let ttl_ms = e.policy.ttl_secs.saturating_mul(1000);
+            let args: Vec<RedisValue> = vec![
+                new_epoch().into(),
+                u64::from(e.policy.size).to_string().into(),
+                ttl_ms.to_string().into(),
+                e.event.into(),
+                e.payload.get().into(),
+                header.into(),
+                ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
+            ];
+            let c = self.stats.counters();
+            let answer: RedisValue = self
+                .client
+                .eval(APPEND, vec![k.meta, k.stream, k.channel], args)
+                .await
+                .map_err(|err| {
+                    Counters::add(&c.publish_failed, 1);
+                    redis_error(err)
+                })?;
+            Counters::add(&c.published, 1);
+            Counters::add(&c.bytes_published, e.payload.get().len() as u64);
+            let RedisValue::Array(parts) = answer else {
+                return Err(malformed("not an array"));
+            };
+            let receivers = parts.get(2).and_then(RedisValue::as_u64).unwrap_or(0);
+            Ok(receivers)
+        })
+    }
+
+    fn read<'a>(
+        &'a self,
+        namespace: &'a str,
+        room: &'a str,
+        policy: HistoryPolicy,
+        since: Option<u64>,
+        max: u64,
+    ) -> BoxFuture<'a, Result<Read, TransportError>> {
+        Box::pin(async move {
+            let k = keys(&self.prefix, namespace, room);
+            let ttl_ms = policy.ttl_secs.saturating_mul(1000);
+            let since_arg = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+            let args: Vec<RedisValue> = vec![
+                new_epoch().into(),
+                since_arg.into(),
+                max.to_string().into(),
+                ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
+            ];
+            let answer: RedisValue = self
+                .client
+                .eval(READ, vec![k.meta, k.stream], args)
+                .await
+                .map_err(redis_error)?;
+            parse_read(answer, since, ttl_ms)
+        })
+    }
+}
+
+/// The read script's answer: `{epoch, top, now_ms, found, entries}`.
+fn parse_read(answer: RedisValue, since: Option<u64>, ttl_ms: u64) -> Result<Read, TransportError> {
+    let RedisValue::Array(mut parts) = answer else {
+        return Err(malformed("not an array"));
+    };
+    if parts.len() != 5 {
+        return Err(malformed("not five parts"));
+    }
+    let entries = parts.pop().unwrap_or(RedisValue::Null);
+    let found = parts[3].as_u64().ok_or_else(|| malformed("status"))?;
+    let now = parts[2].as_u64().ok_or_else(|| malformed("time"))?;
+    let top = parts[1].as_u64().ok_or_else(|| malformed("offset"))?;
+    let epoch = parts[0]
+        .as_string()
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| malformed("epoch"))?;
+    let position = Position { offset: top, epoch };
+    let Some(since) = since else {
+        return Ok(Read {
+            position,
+            after: None,
+        });
+    };
+    if found != 1 {
+        return Ok(Read {
+            position,
+            after: None,
+        });
+    }
+    let entries = match entries {
+        RedisValue::Array(entries) => entries,
+        RedisValue::Null => Vec::new(),
+        _ => return Err(malformed("entries")),
+    };
+    let oldest = now.saturating_sub(ttl_ms);
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let stored = parse_entry(entry).ok_or_else(|| malformed("stream entry"))?;
+        // Contiguous from `since + 1`, none older than the TTL: otherwise
+        // some were trimmed and the client cannot be told it has them all.
+        if stored.offset != since + 1 + i as u64 || stored.at_ms < oldest {
+            return Ok(Read {
+                position,
+                after: None,
+            });
+        }
+        out.push(stored);
+    }
+    if since + out.len() as u64 != top {
+        return Ok(Read {
+            position,
+            after: None,
+        });
+    }
+    Ok(Read {
+        position,
+        after: Some(out),
+    })
+}
+
+/// `[id, [e, <event>, p, <payload>, t, <ms>]]`.
+fn parse_entry(entry: RedisValue) -> Option<Stored> {
+    let RedisValue::Array(mut pair) = entry else {
+        return None;
+    };
+    let fields = pair.pop()?;
+    let id = pair.pop()?.as_string()?;
+    let offset: u64 = id.strip_suffix("-0")?.parse().ok()?;
+    let RedisValue::Array(fields) = fields else {
+        return None;
+    };
+    let (mut event, mut payload, mut at_ms) = (None, None, None);
+    for kv in fields.chunks(2) {
+        let [k, v] = kv else { return None };
+        match k.as_str()?.as_ref() {
+            "e" => event = v.as_string(),
+            "p" => payload = v.as_string(),
+            "t" => at_ms = v.as_u64(),
+            _ => {}
+        }
+    }
+    Some(Stored {
+        offset,
+        event: event?,
+        payload: RawValue::from_string(payload?).ok()?,
+        at_ms: at_ms?,
+    })
+}
+
+/// A message of a shard channel: `offset\nepoch\nms\nnamespace\nroom\nevent\nexcept,ids\npayload`.
+pub(crate) fn parse_live(data: &[u8]) -> Result<Live, &'static str> {
+    let text = std::str::from_utf8(data).map_err(|_| "not UTF-8")?;
+    let mut parts = text.splitn(8, '\n');
+    let mut next = || parts.next().ok_or("too few lines");
+    let offset: u64 = next()?.parse().map_err(|_| "bad offset")?;
+    let epoch = next()?;
+    let at_ms: u64 = next()?.parse().map_err(|_| "bad time")?;
+    let namespace = next()?;
+    let room = next()?;
+    let event = next()?;
+    let except = next()?;
+    let payload = next()?;
+    if offset == 0 || epoch.is_empty() || epoch.len() > 64 {
+        return Err("bad position");
+    }
+    broadcast_rules::validate_namespace(namespace).map_err(|_| "bad namespace")?;
+    broadcast_rules::validate_room(room).map_err(|_| "bad room")?;
+    broadcast_rules::validate_event_name(event).map_err(|_| "bad event name")?;
+    let except = except
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<Sid>().map_err(|_| "bad socket id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let payload = RawValue::from_string(payload.to_owned()).map_err(|_| "payload is not JSON")?;
+    Ok(Live {
+        namespace: namespace.to_owned(),
+        room: room.to_owned(),
+        epoch: epoch.to_owned(),
+        stored: Stored {
+            offset,
+            event: event.to_owned(),
+            payload,
+            at_ms,
+        },
+        except,
+    })
+}
+
+/// Subscribes `driver` to every shard channel and delivers what arrives to
+/// the server's sockets, one task per shard (a room's events are in one
+/// shard, in order).
+pub(crate) async fn subscribe<A: Adapter>(
+    driver: &MeteredFredDriver,
+    config: &RedisConfig,
+    feed: &Arc<Feed<A>>,
+) -> Result<(), fred::error::Error> {
+    for shard in 0..HISTORY_SHARDS {
+        let channel = shard_channel(config.prefix_str(), shard);
+        let mut stream = driver
+            .subscribe(channel.clone(), config.adapter_buffer_value())
+            .await?;
+        let feed = Arc::downgrade(feed);
+        let stats = driver.stats().clone();
+        tokio::spawn(async move {
+            while let Some((_, data)) = stream.next().await {
+                let Some(feed) = feed.upgrade() else { return };
+                match parse_live(&data) {
+                    Ok(live) => {
+                        feed.deliver(Arc::new(live)).await;
+                    }
+                    Err(reason) => {
+                        Counters::add(&stats.counters().rejected, 1);
+                        warn_rejected(&channel, reason);
+                    }
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+fn warn_rejected(channel: &str, reason: &str) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let now = START.get_or_init(Instant::now).elapsed().as_secs() + 1;
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(%channel, reason, "dropped a malformed history message from Redis");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_messages_round_trip_and_garbage_is_refused() {
+        let live = parse_live(b"17\nep\n5\n/\nchat|1\nmessage_posted\n\n{\"a\":\"x\ny\"}").unwrap();
+        assert_eq!(live.stored.offset, 17);
+        assert_eq!(live.room, "chat|1");
+        assert_eq!(live.stored.payload.get(), "{\"a\":\"x\ny\"}");
+        for bad in [
+            &b"x\nep\n5\n/\nr\ne\n\n{}"[..],
+            b"1\nep\n5\nnoslash\nr\ne\n\n{}",
+            b"1\nep\n5\n/\nr\ne\nnot-a-sid\n{}",
+            b"1\nep\n5\n/\nr\ne\n\n{",
+            b"1\nep",
+            b"\xff",
+        ] {
+            assert!(parse_live(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn rooms_spread_over_shards_and_share_a_slot_with_their_channel() {
+        let k = keys("socket.io", "/", "chat|1");
+        let tag = &k.channel[..k.channel.find('}').unwrap() + 1];
+        assert!(k.meta.starts_with(tag) && k.stream.starts_with(tag));
+        let shards: std::collections::BTreeSet<u32> =
+            (0..200).map(|i| shard_of("/", &format!("chat|{i}"))).collect();
+        assert_eq!(shards.len(), HISTORY_SHARDS as usize);
+        assert_ne!(keys("p", "/a", "b").meta, keys("p", "/", "ab").meta);
+    }
+}
