@@ -325,6 +325,7 @@ fn reason(msg: &str) -> &'static str {
         ("control character", "control character in an identifier"),
         (": field `", "field does not parse"),
         ("expects", "wrong shape"),
+        ("bad join options", "bad join options"),
     ];
     REASONS
         .iter()

@@ -114,7 +114,11 @@ pub fn declarations_for(events: &[&EventDescriptor], rooms: &[&RoomDescriptor]) 
 /// they contain, each once, in that order.
 fn protocol_shapes() -> Vec<&'static WireShape> {
     let mut todo: Vec<&'static WireShape> = SERVER_EVENTS.iter().map(|(_, s)| *s).collect();
-    todo.extend([&RoomReply::SHAPE, &EVENT_POSITION_SHAPE, &JOIN_OPTIONS_SHAPE]);
+    todo.extend([
+        &RoomReply::SHAPE,
+        &EVENT_POSITION_SHAPE,
+        &JOIN_OPTIONS_SHAPE,
+    ]);
     let mut out: Vec<&'static WireShape> = Vec::new();
     while !todo.is_empty() {
         let shape = todo.remove(0);
@@ -459,19 +463,33 @@ mod tests {
         assert!(
             dts.contains(
                 "export type RoomReply =\n  \
-                 | { ok: true; room: string }\n  \
+                 | { ok: true; room: string; recovered?: boolean; position?: Position }\n  \
                  | { ok: false; error: RoomError };"
             ),
             "{dts}"
         );
         assert!(
-            dts.contains("export type RoomNotice = { room: string };"),
+            dts.contains("export type RoomNotice = { room: string; position?: Position };"),
             "{dts}"
         );
         for (event, shape) in SERVER_EVENTS {
             let line = format!("  {event}: (payload: {}) => void;", shape.name);
             assert!(dts.contains(&line), "{line}\n{dts}");
         }
+        assert!(
+            dts.contains("export type Position = { offset: number; epoch: string };"),
+            "{dts}"
+        );
+        assert!(
+            dts.contains(
+                "export type EventPosition = { room: string; offset: number; epoch: string };"
+            ),
+            "{dts}"
+        );
+        assert!(
+            dts.contains("export type JoinOptions = { since?: Position };"),
+            "{dts}"
+        );
         // Each shape once, the nested one too.
         assert_eq!(dts.matches("export type RoomError =").count(), 1);
     }

@@ -82,7 +82,12 @@ impl<A: Adapter> Feed<A> {
     }
 
     /// Starts answering the joins of server `server` with `store`.
-    pub(crate) fn serve(self: &Arc<Self>, server: Uid, rooms: Arc<HistoryRooms>, store: Arc<dyn Store>) {
+    pub(crate) fn serve(
+        self: &Arc<Self>,
+        server: Uid,
+        rooms: Arc<HistoryRooms>,
+        store: Arc<dyn Store>,
+    ) {
         let _ = self.served.set((rooms, store));
         let service: Arc<dyn HistoryService> = self.clone();
         recovery::register(server, &service);
@@ -265,7 +270,9 @@ async fn send(
     loop {
         match socket.emit_event(event, payload, position) {
             Ok(()) => return true,
-            Err(SendError::Socket(SocketError::InternalChannelFull)) if Instant::now() < deadline => {
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if Instant::now() < deadline =>
+            {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(16));
             }

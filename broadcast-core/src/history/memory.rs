@@ -18,8 +18,11 @@ const PRUNE_AT: usize = 4096;
 /// room reach every socket in offset order.
 pub(crate) struct MemoryStore<A: Adapter> {
     feed: Weak<Feed<A>>,
-    streams: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Stream>>>>,
+    streams: Mutex<HashMap<(String, String), Shared>>,
 }
+
+/// One room's stream, locked while an event is appended and delivered.
+type Shared = Arc<tokio::sync::Mutex<Stream>>;
 
 struct Stream {
     epoch: String,
@@ -58,14 +61,20 @@ impl<A: Adapter> MemoryStore<A> {
         }
     }
 
-    fn stream(&self, namespace: &str, room: &str, policy: HistoryPolicy) -> Arc<tokio::sync::Mutex<Stream>> {
+    fn stream(
+        &self,
+        namespace: &str,
+        room: &str,
+        policy: HistoryPolicy,
+    ) -> Arc<tokio::sync::Mutex<Stream>> {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
         if streams.len() >= PRUNE_AT {
             let now = now_ms();
             let ttl_ms = policy.ttl_secs.saturating_mul(1000);
             streams.retain(|_, s| {
                 Arc::strong_count(s) > 1
-                    || s.try_lock().map_or(true, |s| now.saturating_sub(s.touched_ms) < ttl_ms)
+                    || s.try_lock()
+                        .map_or(true, |s| now.saturating_sub(s.touched_ms) < ttl_ms)
             });
         }
         streams
@@ -81,7 +90,9 @@ impl<A: Adapter> Store for MemoryStore<A> {
             let stream = self.stream(e.namespace, e.room, e.policy);
             let mut s = stream.lock().await;
             let now = now_ms();
-            if now.saturating_sub(s.touched_ms) > e.policy.ttl_secs.saturating_mul(1000) && s.top > 0 {
+            if now.saturating_sub(s.touched_ms) > e.policy.ttl_secs.saturating_mul(1000)
+                && s.top > 0
+            {
                 // Idle past its TTL: what it held is gone, offsets restart.
                 *s = Stream::new();
             }

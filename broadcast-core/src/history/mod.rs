@@ -3,10 +3,10 @@
 //!
 //! A room type opts in with `#[room(history(size = 1000, ttl = "10m"))]`.
 //! Every event delivered to such a room carries one more Socket.IO argument
-//! after its payload, its [`EventPosition`](crate::EventPosition)
+//! after its payload, its [`EventPosition`]
 //! `{"room", "offset", "epoch"}`; offsets are per room, start at 1 and grow
 //! by 1 per event, in the order every subscriber receives them. A join's
-//! ack carries the room's [`Position`](crate::Position), and a client that
+//! ack carries the room's [`Position`], and a client that
 //! joins again with `{"since": {"offset", "epoch"}}` (see
 //! [`Since`](crate::join::Since)) is sent every event after that offset
 //! before its ack says `"recovered": true`, or nothing and
@@ -54,6 +54,8 @@ use crate::broadcaster::Broadcaster;
 use crate::error::TransportError;
 use crate::join::JoinableRoom;
 use crate::position::{DEFAULT_MAX_REPLAY, HistoryPolicy, Position};
+#[cfg(doc)]
+use crate::position::EventPosition;
 use crate::registry;
 use crate::transport::SocketIoTransport;
 use crate::util::BoxFuture;

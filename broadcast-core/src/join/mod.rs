@@ -139,8 +139,8 @@ pub use context::{EmitError, Handshake, Identity, JoinContext, identity};
 use descriptor::RoomDescriptor;
 pub use joinable::{Access, Authorization, IntoAuthorization, JoinableRoom, RoomDataError};
 pub use protocol::JoinError;
-pub use recovery::Since;
 use protocol::{Counters, Limits, RoomsMiddleware};
+pub use recovery::Since;
 pub use wire::{
     EVENT_POSITION_SHAPE, JOIN_OPTIONS_SHAPE, POSITION_SHAPE, RoomError, RoomNotice, RoomReply,
     SERVER_EVENTS, WireField, WireShape, WireType,

@@ -57,7 +57,9 @@ impl Since {
             return Ok(None);
         };
         let Value::Object(since) = since else {
-            return Err("`since` must be an object {\"offset\": <integer>, \"epoch\": <string>}".into());
+            return Err(
+                "`since` must be an object {\"offset\": <integer>, \"epoch\": <string>}".into(),
+            );
         };
         if let Some(unknown) = since.keys().find(|k| *k != "offset" && *k != "epoch") {
             return Err(format!(
@@ -71,7 +73,11 @@ impl Since {
             .ok_or("`since.offset` must be an integer from 0")?;
         let epoch = match since.get("epoch") {
             Some(Value::String(e)) if !e.is_empty() && e.len() <= MAX_EPOCH_LEN => e.clone(),
-            _ => return Err(format!("`since.epoch` must be a string of 1 to {MAX_EPOCH_LEN} bytes")),
+            _ => {
+                return Err(format!(
+                    "`since.epoch` must be a string of 1 to {MAX_EPOCH_LEN} bytes"
+                ));
+            }
         };
         Ok(Some(Since { offset, epoch }))
     }

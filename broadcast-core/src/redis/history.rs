@@ -397,10 +397,10 @@ mod tests {
 
     #[test]
     fn live_messages_round_trip_and_garbage_is_refused() {
-        let live = parse_live(b"17\nep\n5\n/\nchat|1\nmessage_posted\n\n{\"a\":\"x\ny\"}").unwrap();
+        let live = parse_live(b"17\nep\n5\n/\nchat|1\nmessage_posted\n\n{\"a\":\n\"x\"}").unwrap();
         assert_eq!(live.stored.offset, 17);
         assert_eq!(live.room, "chat|1");
-        assert_eq!(live.stored.payload.get(), "{\"a\":\"x\ny\"}");
+        assert_eq!(live.stored.payload.get(), "{\"a\":\n\"x\"}");
         for bad in [
             &b"x\nep\n5\n/\nr\ne\n\n{}"[..],
             b"1\nep\n5\nnoslash\nr\ne\n\n{}",
@@ -409,7 +409,11 @@ mod tests {
             b"1\nep",
             b"\xff",
         ] {
-            assert!(parse_live(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_live(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -418,8 +422,9 @@ mod tests {
         let k = keys("socket.io", "/", "chat|1");
         let tag = &k.channel[..k.channel.find('}').unwrap() + 1];
         assert!(k.meta.starts_with(tag) && k.stream.starts_with(tag));
-        let shards: std::collections::BTreeSet<u32> =
-            (0..200).map(|i| shard_of("/", &format!("chat|{i}"))).collect();
+        let shards: std::collections::BTreeSet<u32> = (0..200)
+            .map(|i| shard_of("/", &format!("chat|{i}")))
+            .collect();
         assert_eq!(shards.len(), HISTORY_SHARDS as usize);
         assert_ne!(keys("p", "/a", "b").meta, keys("p", "/", "ab").meta);
     }

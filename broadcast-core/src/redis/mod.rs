@@ -210,7 +210,12 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
                 source,
             })?;
         feed.serve(io.config().server_id, rooms.clone(), store.clone());
-        let remote = HistoryTransport::new(remote, rooms.clone(), store.clone(), None::<Arc<Feed<RedisAdapter>>>);
+        let remote = HistoryTransport::new(
+            remote,
+            rooms.clone(),
+            store.clone(),
+            None::<Arc<Feed<RedisAdapter>>>,
+        );
         let transport = HistoryTransport::new(transport, rooms, store, Some(feed));
         (config.broadcaster(transport), config.broadcaster(remote))
     };

@@ -546,6 +546,57 @@ mod tests {
     }
 
     #[test]
+    fn history_takes_a_size_and_a_ttl() {
+        let parse = |attr: syn::Attribute| {
+            let cx = Ctxt::new();
+            let a = RoomAttrs::from_ast(&cx, &[attr]);
+            (a.history, errors(cx))
+        };
+        assert_eq!(
+            parse(syn::parse_quote!(#[room(history)])),
+            (Some(History::DEFAULT), vec![])
+        );
+        assert_eq!(
+            parse(syn::parse_quote!(#[room(history(size = 50, ttl = "2h"))])),
+            (
+                Some(History {
+                    size: 50,
+                    ttl_secs: 7200
+                }),
+                vec![]
+            )
+        );
+        assert_eq!(
+            parse(syn::parse_quote!(#[room(history(ttl = "30s"))])),
+            (
+                Some(History {
+                    size: 1000,
+                    ttl_secs: 30
+                }),
+                vec![]
+            )
+        );
+        let (h, errs) = parse(syn::parse_quote!(
+            #[room(history(size = 0, ttl = "10 minutes", depth = 3, size = 5))]
+        ));
+        assert_eq!(h, None);
+        assert_eq!(
+            errs,
+            [
+                "`size` is a number of events, from 1 to 4294967295",
+                "`ttl` is a duration such as \"30s\", \"10m\", \"2h\" or \"1d\" (at least one second)",
+                "unknown history attribute `depth`; expected one of: size, ttl",
+            ]
+        );
+        let (h, errs) = parse(syn::parse_quote!(#[room(history = 5)]));
+        assert_eq!(h, None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("1d"), Some(86_400));
+        assert_eq!(parse_duration("m"), None);
+    }
+
+    #[test]
     fn every_room_mistake_at_once() {
         let cx = Ctxt::new();
         let attrs: Vec<syn::Attribute> = vec![
@@ -557,7 +608,7 @@ mod tests {
             errors(cx),
             [
                 "`public` takes no value: write `#[room(public)]`",
-                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, crate",
+                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, history, crate",
                 "`key` takes a string literal",
                 "duplicate room attribute `public`",
                 "`authorize` takes the path of a function called with `(&JoinContext, &Self)`, e.g. `authorize = my_fn` or `authorize = Self::my_fn`",

@@ -84,8 +84,9 @@ mod tests {
         );
         assert_eq!(
             list(ROOM_KEYS),
-            "key, namespace, public, authorize, on_join, on_leave, crate"
+            "key, namespace, public, authorize, on_join, on_leave, history, crate"
         );
+        assert_eq!(list(HISTORY_KEYS), "size, ttl");
     }
 
     #[test]

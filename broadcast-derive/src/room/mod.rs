@@ -143,6 +143,26 @@ mod tests {
     }
 
     #[test]
+    fn history_rooms_declare_their_policy() {
+        let out = derive_room(parse_quote!(
+            #[room(public, history(size = 10, ttl = "1m"))]
+            struct Lobby;
+        ))
+        .unwrap();
+        assert!(
+            out.contains(
+                "const HISTORY : :: broadcast_core :: __private :: Option < :: broadcast_core :: HistoryPolicy > = :: broadcast_core :: __private :: Option :: Some (:: broadcast_core :: HistoryPolicy :: new (10u32 , 60u64))"
+            ),
+            "{out}"
+        );
+        let out = derive_room(parse_quote!(
+            struct Plain;
+        ))
+        .unwrap();
+        assert!(!out.contains("HISTORY"), "{out}");
+    }
+
+    #[test]
     fn rules_and_conflicts() {
         assert_eq!(
             errors(parse_quote!(
