@@ -222,3 +222,81 @@ async fn cluster_master_restart_resubscribes_its_channels() -> Result<(), Harnes
     b.shutdown().await;
     Ok(())
 }
+
+/// A room that keeps history: its events get offsets from a script that
+/// writes the room's stream and publishes on its shard's channel, both in
+/// one slot.
+#[derive(broadcast_core::Room)]
+#[room(key = "hist", history(size = 100, ttl = "1m"))]
+#[allow(dead_code)]
+struct HistoryRoom(u32);
+
+#[tokio::test]
+async fn cluster_history_rooms_number_their_events_on_every_master() -> Result<(), HarnessError> {
+    init_tracing();
+    let Some(cluster) = RedisCluster::start().await? else {
+        return Ok(());
+    };
+    let first = cluster.nodes()[0].1;
+    let ranges = cluster_slots(first).await?;
+    // The history shards' channels (and so their streams) are spread over
+    // every master.
+    let mut owners = BTreeSet::new();
+    for shard in 0..broadcast_core::redis::HISTORY_SHARDS {
+        let channel = format!("{{socket.io-history-{shard}}}#events");
+        owners.insert(slot_owner(first, &ranges, &channel).await?);
+    }
+    assert_eq!(owners.len(), 3, "history shards on every master");
+
+    let config = || RedisConfig::from_nodes(cluster.urls()).unwrap();
+    let a = Node::start(config(), &[]).await;
+    let b = Node::start(config(), &[]).await;
+    let worker = broadcast_core::redis::worker(config()).await.unwrap();
+    let rooms: Vec<String> = (0..24).map(|j| format!("hist|{j}")).collect();
+    let mut on_a = Vec::new();
+    let mut on_b = Vec::new();
+    for room in &rooms {
+        on_a.push(a.client("/", &[room]).await);
+        on_b.push(b.client("/", &[room]).await);
+    }
+    let ping = |room: &String, seq| ShardPing {
+        namespace: "/".into(),
+        room: room.clone(),
+        seq,
+    };
+    // Worker, server A and server B in turn, to every room.
+    for round in 0..3u64 {
+        for (j, room) in rooms.iter().enumerate() {
+            let seq = round * 100 + j as u64;
+            worker.broadcaster.broadcast(ping(room, seq)).await.unwrap();
+            a.parts
+                .broadcaster
+                .broadcast(ping(room, seq))
+                .await
+                .unwrap();
+            b.parts
+                .broadcaster
+                .broadcast(ping(room, seq))
+                .await
+                .unwrap();
+        }
+    }
+    for (j, c) in on_a.iter_mut().chain(on_b.iter_mut()).enumerate() {
+        let room = &rooms[j % rooms.len()];
+        for offset in 1..=9u64 {
+            let got = c.next_event(WAIT).await.unwrap();
+            assert_eq!(got.event, "shard_ping");
+            assert_eq!(got.args.len(), 2, "{got:?}");
+            assert_eq!(got.args[1]["room"], room.as_str(), "{got:?}");
+            assert_eq!(got.args[1]["offset"], offset, "{got:?}");
+        }
+    }
+    tokio::time::sleep(QUIET).await;
+    for c in on_a.iter_mut().chain(on_b.iter_mut()) {
+        assert!(c.try_next_event().is_none(), "one copy of each event");
+    }
+    worker.connection.shutdown().await.unwrap();
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok(())
+}

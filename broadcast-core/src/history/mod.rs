@@ -53,9 +53,9 @@ use socketioxide::socket::Sid;
 use crate::broadcaster::Broadcaster;
 use crate::error::TransportError;
 use crate::join::JoinableRoom;
-use crate::position::{DEFAULT_MAX_REPLAY, HistoryPolicy, Position};
 #[cfg(doc)]
 use crate::position::EventPosition;
+use crate::position::{DEFAULT_MAX_REPLAY, HistoryPolicy, Position};
 use crate::registry;
 use crate::transport::SocketIoTransport;
 use crate::util::BoxFuture;
