@@ -38,6 +38,9 @@ OPTIONS:
     --settle-ms MS      once every expected delivery arrived, watch MS more
                         for duplicates                                        [300]
     --timeout-s SECS    upper bound on one run's delivery phase               [60]
+    --room-key K        room key: `room` (no history) or `hroom` (a room type
+                        keeping its last 1,000 events: every event gets an
+                        offset in Redis, and carries its position)            [room]
 
 Variants:
     framework          broadcast_core::redis::server / worker with default settings

@@ -59,8 +59,8 @@ pub struct Tally {
 /// Opens a websocket to `addr`, completes the Engine.IO handshake and
 /// connects namespace `/` with `{"rooms": [...]}` as auth. The server joins
 /// the rooms before acknowledging, so the client is in them on return.
-pub async fn connect(addr: SocketAddr, rooms: &[u32]) -> Result<Ws> {
-    let names: Vec<String> = rooms.iter().map(|r| room_name(*r)).collect();
+pub async fn connect(addr: SocketAddr, key: &str, rooms: &[u32]) -> Result<Ws> {
+    let names: Vec<String> = rooms.iter().map(|r| room_name(key, *r)).collect();
     let auth = serde_json::json!({ "rooms": names });
     let (mut ws, _sid, _heartbeat) = open_websocket(addr).await?;
     let handshake = async {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use crate::args::{Flags, USAGE, Variant};
 use crate::client::{self, Live, Tally};
 use crate::procs::{Proc, machine_busy_seconds, process_cpu};
-use crate::roles::now_us;
+use crate::roles::{self, now_us};
 use crate::stats::{Spread, percentile};
 use crate::{Result, bail};
 
@@ -49,6 +49,8 @@ pub struct Scenario {
     pub settle: Duration,
     #[serde(skip)]
     pub timeout: Duration,
+    /// `room` or `hroom` (rooms that keep history).
+    pub room_key: &'static str,
 }
 
 impl Scenario {
@@ -142,6 +144,7 @@ pub fn main(argv: &[String]) -> Result<()> {
             "quiet-ms",
             "settle-ms",
             "timeout-s",
+            "room-key",
         ],
     )?;
     let variant = f.opt("variant").unwrap_or("compare").to_owned();
@@ -167,6 +170,7 @@ pub fn main(argv: &[String]) -> Result<()> {
         quiet: Duration::from_millis(f.get("quiet-ms", 2000)?),
         settle: Duration::from_millis(f.get("settle-ms", 300)?),
         timeout: Duration::from_secs(f.get("timeout-s", 60)?),
+        room_key: roles::room_key(f.opt("room-key").unwrap_or(roles::PLAIN_ROOMS))?,
     };
     if sc.rooms == 0 || runs == 0 {
         bail!("--rooms and --runs must be at least 1");
@@ -314,6 +318,7 @@ async fn run_once(
         ("--pad", sc.pad.to_string()),
         ("--rate", sc.rate.to_string()),
         ("--inflight", sc.inflight.to_string()),
+        ("--room-key", sc.room_key.to_string()),
     ] {
         wargs.push(k.into());
         wargs.push(v);
@@ -331,7 +336,12 @@ async fn run_once(
         .map(|i| {
             let addr = addrs[sc.server_of(i)];
             let rooms = sc.rooms_of(i);
-            async move { client::connect(addr, &rooms).await.map(|ws| (ws, rooms)) }
+            let key = sc.room_key;
+            async move {
+                client::connect(addr, key, &rooms)
+                    .await
+                    .map(|ws| (ws, rooms))
+            }
         })
         .buffered(CONNECT_CONCURRENCY)
         .collect::<Vec<_>>()

@@ -31,16 +31,37 @@ use crate::{Result, bail};
 /// The Socket.IO event name on the wire.
 pub const EVENT: &str = "bench";
 
-/// Room names: `room|{index}`.
-pub fn room_name(room: u32) -> String {
-    format!("room|{room}")
+/// The key of rooms without history.
+pub const PLAIN_ROOMS: &str = "room";
+
+/// The rooms of `--room-key hroom`: they keep their last 1,000 events, so
+/// each event gets an offset in Redis and carries its position.
+#[derive(broadcast_core::Room)]
+#[room(key = "hroom", history(size = 1000, ttl = "10m"))]
+pub struct HistoryRoom(pub u32);
+
+/// The `--room-key` value, checked.
+pub fn room_key(key: &str) -> Result<&'static str> {
+    match key {
+        PLAIN_ROOMS => Ok(PLAIN_ROOMS),
+        "hroom" => Ok("hroom"),
+        other => bail!("--room-key {other}: expected `room` or `hroom`"),
+    }
+}
+
+/// Room names: `{key}|{index}`.
+pub fn room_name(key: &str, room: u32) -> String {
+    format!("{key}|{room}")
 }
 
 /// The benchmark event. Field order matters: the client scans `room`, `seq`
 /// and `ts` from the start of the payload and never reads the padding.
 #[derive(Serialize, BroadcastEvent)]
-#[broadcast(name = "bench", on = "room|{room}")]
+#[broadcast(name = "bench", on = room_name(self.key, self.room))]
 pub struct Tick {
+    /// The room key (`--room-key`), not sent.
+    #[serde(skip)]
+    pub key: &'static str,
     pub room: u32,
     pub seq: u32,
     /// Send time, microseconds since the Unix epoch (all processes share
@@ -249,7 +270,7 @@ impl Sender {
         match self {
             Sender::Framework(b) => b.broadcast(tick).await.map(drop).map_err(|e| e.to_string()),
             Sender::Baseline(io) => io
-                .to(room_name(tick.room))
+                .to(room_name(tick.key, tick.room))
                 .emit(EVENT, &tick)
                 .await
                 .map_err(|e| e.to_string()),
@@ -263,6 +284,7 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
         argv,
         &[
             "variant", "redis", "prefix", "rooms", "events", "pad", "rate", "inflight", "threads",
+            "room-key",
         ],
     )?;
     let variant: Variant = f.req("variant")?.parse()?;
@@ -274,6 +296,7 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
         pad: f.get("pad", 100usize)?,
         rate: f.get("rate", 0f64)?,
         inflight: f.get("inflight", 1usize)?.max(1),
+        key: room_key(f.opt("room-key").unwrap_or(PLAIN_ROOMS))?,
     };
     if plan.rooms == 0 {
         bail!("--rooms must be at least 1");
@@ -297,6 +320,7 @@ struct Plan {
     pad: usize,
     rate: f64,
     inflight: usize,
+    key: &'static str,
 }
 
 async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<()> {
@@ -340,6 +364,7 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
                     tokio::time::sleep_until(at.into()).await;
                 }
                 let tick = Tick {
+                    key: plan.key,
                     room: (k % u64::from(plan.rooms)) as u32,
                     seq: (k / u64::from(plan.rooms)) as u32,
                     ts: now_us(),

@@ -230,7 +230,7 @@ pub fn listing() -> String {
         &rows,
     );
     let _ = writeln!(out, "rooms ({}):", rooms.len());
-    let rows: Vec<[String; 5]> = rooms
+    let rows: Vec<[String; 6]> = rooms
         .iter()
         .map(|r| {
             let targeted_by: Vec<&str> = events
@@ -246,13 +246,24 @@ pub fn listing() -> String {
                 r.namespace.to_string(),
                 r.pattern(),
                 r.access.to_string(),
+                r.history.map_or_else(
+                    || "-".to_owned(),
+                    |h| format!("{} events, {} s", h.size, h.ttl_secs),
+                ),
                 targeted_by.join(", "),
             ]
         })
         .collect();
     table(
         &mut out,
-        ["ROOM KEY", "NAMESPACE", "NAMES", "ACCESS", "EVENTS"],
+        [
+            "ROOM KEY",
+            "NAMESPACE",
+            "NAMES",
+            "ACCESS",
+            "HISTORY",
+            "EVENTS",
+        ],
         &rows,
     );
     out
