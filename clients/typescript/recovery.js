@@ -182,6 +182,9 @@ export class RecoveringRooms {
                 stream.last = at;
             }
             this.drain(reply.room, stream, true);
+            if (reply.recovered === true && stream.ahead.size === 0) {
+                this.handlers.recovered?.(reply.room, { ...stream.last });
+            }
         }
         first.forEach((resolve) => resolve(reply));
     }

@@ -75,6 +75,11 @@ export interface RecoveryHandlers {
    */
   notRecovered?: (room: string, position: Position) => void;
   /**
+   * `room` was joined again after a reconnect (or to fill a gap) and every
+   * event missed in it was delivered: the app's view of it is whole.
+   */
+  recovered?: (room: string, position: Position) => void;
+  /**
    * A room joined through the helper was refused when it was joined again
    * after a reconnect (the user lost access, say): it is no longer joined.
    */
@@ -265,6 +270,9 @@ export class RecoveringRooms<S extends EventsMap = EventsMap, C extends EventsMa
         stream.last = at;
       }
       this.drain(reply.room, stream, true);
+      if (reply.recovered === true && stream.ahead.size === 0) {
+        this.handlers.recovered?.(reply.room, { ...stream.last });
+      }
     }
     first.forEach((resolve) => resolve(reply));
   }
