@@ -15,16 +15,13 @@
 
 mod chat_common;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
 use broadcast_test_support::env::{TempDir, is_ci, loud};
+use chat_common::proxy::CutProxy;
 use chat_common::{ChatServer, NodeDriver, npm_ready, workspace};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -70,59 +67,6 @@ fn chromium_ready(test: &str) -> bool {
         "=== SKIPPING {test}: {CHROMIUM} absent and `apt-get install -y chromium` failed ==="
     ));
     false
-}
-
-/// A loopback TCP proxy to the chat server that can take its clients
-/// offline: [`set_online(false)`](Self::set_online) closes every proxied
-/// connection and refuses new ones until it is set online again.
-struct CutProxy {
-    addr: SocketAddr,
-    online: watch::Sender<bool>,
-    accept: JoinHandle<()>,
-}
-
-impl CutProxy {
-    async fn start(upstream: SocketAddr) -> CutProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
-        let addr = listener.local_addr().expect("local addr");
-        let (online, _) = watch::channel(true);
-        let tx = online.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut rx = tx.subscribe();
-                if !*rx.borrow_and_update() {
-                    continue; // dropped: refused, as offline
-                }
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = rx.wait_for(|on| !*on) => {}
-                    }
-                    // Both streams drop here: the browser and the server see
-                    // the connection end.
-                });
-            }
-        });
-        CutProxy {
-            addr,
-            online,
-            accept,
-        }
-    }
-
-    fn set_online(&self, on: bool) {
-        self.online.send_replace(on);
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.set_online(false);
-    }
 }
 
 struct Browser {

@@ -2,11 +2,15 @@
 //! official socket.io-client in node (`tests/ts/recovery_client.mjs`),
 //! against the chat demo run as a process: a live gap (an event lost before
 //! the helper) is filled by a join with `since`, each event delivered once
-//! and in order; a server restarted without its history answers
-//! `recovered: false`, and the app is told.
+//! and in order; a client cut off from one server and sent to another (two
+//! chat servers over Redis, behind a loopback proxy) is rejoined with
+//! `since` and gets what it missed; a server restarted without its history
+//! answers `recovered: false`, and the app is told.
 
 mod chat_common;
 
+use broadcast_test_support::redis::RedisServer;
+use chat_common::proxy::CutProxy;
 use chat_common::{ChatServer, Event, NodeDriver, npm_ready};
 use serde_json::{Value, json};
 
@@ -161,4 +165,67 @@ async fn a_server_restarted_without_history_is_not_recovered_and_the_app_is_told
         "{others:?}"
     );
     d.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moved_to_another_server_gets_what_it_missed() {
+    if !npm_ready(&["socket.io-client"], "a_client_moved_to_another_server") {
+        return;
+    }
+    let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
+        return;
+    };
+    let redis_url = redis.url();
+    let a = ChatServer::start_with(&[("REDIS_URL", &redis_url)]).await;
+    let b = ChatServer::start_with(&[("REDIS_URL", &redis_url)]).await;
+    let proxy = CutProxy::start(a.addr).await;
+    let mut d = NodeDriver::spawn("recovery_client.mjs", &[]);
+    let position = connect_and_join(&mut d, &format!("http://{}", proxy.addr)).await;
+    let epoch = position["epoch"].as_str().unwrap().to_string();
+    let expected = |from: u64, to: u64| -> Vec<(String, u64, String)> {
+        (from..=to)
+            .map(|o| (format!("m{o}"), o, epoch.clone()))
+            .collect()
+    };
+    for o in 1..=3 {
+        a.post_message(1, "carol", &format!("m{o}")).await;
+    }
+    let (got, _) = until(&mut d, "a", "delivered", 3).await;
+    assert_eq!(delivered(&got), expected(1, 3));
+
+    // Cut off from A; messages posted through B meanwhile; the client's
+    // next connection lands on B.
+    proxy.set_online(false);
+    for o in 4..=13 {
+        b.post_message(1, "carol", &format!("m{o}")).await;
+    }
+    proxy.set_upstream(b.addr);
+    proxy.set_online(true);
+    let (told, others) = until(&mut d, "a", "recovered", 1).await;
+    assert_eq!(told[0].args[0], json!("chat|1"), "{told:?}");
+    let got: Vec<Event> = others
+        .iter()
+        .filter(|e| e.event == "delivered")
+        .cloned()
+        .collect();
+    assert_eq!(delivered(&got), expected(4, 13), "{others:?}");
+    let since = json!({"since": {"offset": 3, "epoch": epoch}});
+    assert!(
+        others
+            .iter()
+            .any(|e| e.event == "sent" && e.args.get(2) == Some(&since)),
+        "no rejoin with since 3: {others:?}"
+    );
+    assert!(
+        !others.iter().any(|e| e.event == "not_recovered"),
+        "{others:?}"
+    );
+
+    // Live again, from either server.
+    a.post_message(1, "carol", "m14").await;
+    b.post_message(1, "carol", "m15").await;
+    let (got, others) = until(&mut d, "a", "delivered", 2).await;
+    assert_eq!(delivered(&got), expected(14, 15), "{others:?}");
+    d.finish().await;
+    drop(proxy);
 }

@@ -8,6 +8,8 @@
 //! and every temp dir is removed.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
