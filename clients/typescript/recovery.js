@@ -102,10 +102,23 @@ export class RecoveringRooms {
         const join = this.joins.get(joinId(`join_${key}`, data));
         this.joins.delete(joinId(`join_${key}`, data));
         if (join?.room)
-            this.streams.delete(join.room);
+            this.forget(join.room);
         if (!this.socket.connected)
             return Promise.resolve(undefined);
-        return new Promise((resolve) => this.socket.emit(`leave_${key}`, data, resolve));
+        return new Promise((resolve) => this.socket.emit(`leave_${key}`, data, (reply) => {
+            // The room may have been joined with its data in another form
+            // (`1` and `{chat_id: 1}`): the server's name for it says.
+            if (reply.ok)
+                this.forget(reply.room);
+            resolve(reply);
+        }));
+    }
+    /** Stops rejoining `room` and forgets its stream. */
+    forget(room) {
+        for (const [id, join] of this.joins)
+            if (join.room === room)
+                this.joins.delete(id);
+        this.streams.delete(room);
     }
     /** The last position delivered in `room` (a room name, `chat|1`), if any. */
     position(room) {

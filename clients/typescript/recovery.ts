@@ -191,9 +191,22 @@ export class RecoveringRooms<S extends EventsMap = EventsMap, C extends EventsMa
   leave<K extends JoinKey<C>>(key: K, data: JoinData<C, K>): Promise<JoinReply | undefined> {
     const join = this.joins.get(joinId(`join_${key}`, data));
     this.joins.delete(joinId(`join_${key}`, data));
-    if (join?.room) this.streams.delete(join.room);
+    if (join?.room) this.forget(join.room);
     if (!this.socket.connected) return Promise.resolve(undefined);
-    return new Promise((resolve) => this.socket.emit(`leave_${key}`, data, resolve));
+    return new Promise((resolve) =>
+      this.socket.emit(`leave_${key}`, data, (reply: JoinReply) => {
+        // The room may have been joined with its data in another form
+        // (`1` and `{chat_id: 1}`): the server's name for it says.
+        if (reply.ok) this.forget(reply.room);
+        resolve(reply);
+      }),
+    );
+  }
+
+  /** Stops rejoining `room` and forgets its stream. */
+  private forget(room: string): void {
+    for (const [id, join] of this.joins) if (join.room === room) this.joins.delete(id);
+    this.streams.delete(room);
   }
 
   /** The last position delivered in `room` (a room name, `chat|1`), if any. */
