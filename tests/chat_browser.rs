@@ -5,6 +5,11 @@
 //! clear message; the page's own form posts. A screenshot is saved to
 //! `target/chat-page.png`.
 //!
+//! Recovery: a page whose connection is cut (by a loopback proxy between
+//! the browser and the server, which closes every connection and refuses new
+//! ones, as a lost network does) while messages are posted shows every one
+//! of them once, in order, after it reconnects (`target/chat-page-recovered.png`).
+//!
 //! Chromium: `/usr/bin/chromium`; when absent it is installed with apt-get
 //! (in CI a failure fails the test, elsewhere it skips loudly).
 
@@ -14,6 +19,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use broadcast_test_support::env::{TempDir, is_ci, loud};
+use chat_common::proxy::CutProxy;
 use chat_common::{ChatServer, NodeDriver, npm_ready, workspace};
 use serde_json::{Value, json};
 
@@ -339,5 +345,131 @@ async fn a_person_chats_in_a_real_browser() {
         }
     }
     b.d.finish().await;
+    drop(profile);
+}
+
+/// The chat messages on `page`: (room, offset, text), in the log's order.
+async fn messages(b: &mut Browser, page: &str) -> Vec<(String, u64, String)> {
+    let js = "[...document.querySelectorAll('#log > div[data-offset]')]\
+              .map((d) => [d.dataset.room, Number(d.dataset.offset), d.innerText])";
+    let v = b.op(page, "eval", json!({ "js": js })).await;
+    v["value"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m[0].as_str().unwrap_or_default().to_string(),
+                        m[1].as_u64().unwrap_or_default(),
+                        m[2].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_loses_its_connection_shows_every_message_once_in_order() {
+    let test = "a_page_that_loses_its_connection_shows_every_message_once_in_order";
+    if !chromium_ready(test) || !npm_ready(&["playwright-core"], test) {
+        return;
+    }
+    let server = ChatServer::start().await;
+    let proxy = CutProxy::start(server.addr).await;
+    let url = format!("http://{}/", proxy.addr);
+    let profile = TempDir::new("chat-recovery-profile").expect("a temp dir");
+    let profile_dir = profile.path().to_string_lossy().into_owned();
+    let mut b = Browser {
+        d: NodeDriver::spawn(
+            "browser.mjs",
+            &[("CHROMIUM", CHROMIUM), ("USER_DATA_DIR", &profile_dir)],
+        ),
+    };
+    b.op("dora", "open", json!({ "url": url })).await;
+    b.connect("dora", "dora").await;
+    b.join("dora", 1).await;
+    b.wait_text("dora", "#log", "Joined chat|1.").await;
+
+    let mut sent = Vec::new();
+    for i in 1..=3 {
+        let text = format!("before the cut {i}");
+        server.post_message(1, "carol", &text).await;
+        sent.push(text);
+    }
+    b.wait_text("dora", "#log", "carol: before the cut 3").await;
+
+    // The network goes: the page notices, and messages are posted meanwhile
+    // (straight to the server, not through the proxy).
+    proxy.set_online(false);
+    b.wait_text("dora", "#status", "reconnecting").await;
+    for i in 1..=20 {
+        let text = format!("while offline {i}");
+        server.post_message(1, "carol", &text).await;
+        sent.push(text);
+    }
+    assert_eq!(
+        messages(&mut b, "dora").await.len(),
+        3,
+        "the cut let some through"
+    );
+
+    // Back online: socket.io-client reconnects, the helper rejoins with
+    // `since`, the server replays the 20.
+    proxy.set_online(true);
+    b.wait_text("dora", "#log", "Reconnected.").await;
+    b.wait_text("dora", "#log", "carol: while offline 20").await;
+    b.wait_text("dora", "#log", "Back in chat|1").await;
+    for i in 1..=3 {
+        let text = format!("after reconnecting {i}");
+        server.post_message(1, "carol", &text).await;
+        sent.push(text);
+    }
+    b.wait_text("dora", "#log", "carol: after reconnecting 3")
+        .await;
+
+    let shown = messages(&mut b, "dora").await;
+    let texts: Vec<String> = shown
+        .iter()
+        .map(|(_, _, t)| t.split("carol: ").nth(1).unwrap_or(t).to_string())
+        .collect();
+    assert_eq!(texts, sent, "each message once, in order: {shown:#?}");
+    for (i, (room, offset, _)) in shown.iter().enumerate() {
+        assert_eq!(
+            (room.as_str(), *offset),
+            ("chat|1", i as u64 + 1),
+            "{shown:#?}"
+        );
+    }
+    let lines = b.lines("dora").await;
+    assert!(
+        !lines.iter().any(|(c, _)| c.contains("problem")),
+        "recovered, yet the page reports a problem: {lines:#?}"
+    );
+    assert_eq!(b.text("dora", "#status").await, "connected as dora");
+
+    // The whole log in the screenshot, not its scrolled tail.
+    let unclip = "document.getElementById('log').style.height = 'auto'; true";
+    b.op("dora", "eval", json!({ "js": unclip })).await;
+    let shot = workspace().join("target/chat-page-recovered.png");
+    std::fs::create_dir_all(workspace().join("target")).expect("creating target/");
+    b.op("dora", "screenshot", json!({ "path": shot })).await;
+    eprintln!("screenshot: {}", shot.display());
+
+    let report = b.op("dora", "report", json!({})).await;
+    let errors: Vec<&str> = report["errors"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    // The demo has no favicon; while offline, Chromium may log the
+    // websocket connections it could not open. Nothing else.
+    let expected = |e: &&str| {
+        (e.starts_with("console: Failed to load resource") && e.contains("status of 404"))
+            || (e.starts_with("console: WebSocket connection to") && e.contains("failed"))
+    };
+    let unexpected: Vec<&&str> = errors.iter().filter(|e| !expected(e)).collect();
+    assert!(unexpected.is_empty(), "{report}");
+    b.d.finish().await;
+    drop(proxy);
     drop(profile);
 }

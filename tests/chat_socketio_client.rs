@@ -435,7 +435,23 @@ async fn chat_demo_with_the_official_socket_io_client() {
             .is_some_and(|c| c.starts_with("text/html")),
         "{page:?}"
     );
-    assert!(page.body.contains("<script>") && page.body.contains("join_chat"));
+    // The page runs the official socket.io-client and the recovery helper,
+    // both served from here, as they are in the repository.
+    assert!(page.body.contains(r#"<script src="/socket.io.min.js">"#));
+    assert!(page.body.contains(r#"from "/recovery.js""#));
+    for (path, file) in [
+        ("/socket.io.min.js", "examples/chat/socket.io.min.js"),
+        ("/recovery.js", "clients/typescript/recovery.js"),
+    ] {
+        let js = server.get(path).await;
+        assert_eq!(js.status, 200, "{path}");
+        assert_eq!(
+            js.header("content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        let shipped = std::fs::read_to_string(chat_common::workspace().join(file)).unwrap();
+        assert!(js.body == shipped, "{path} is not {file}");
+    }
     let events = server.get("/events").await;
     assert_eq!(events.status, 200, "{events:?}");
     let registry = events.json();

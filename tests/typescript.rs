@@ -2,9 +2,13 @@
 //! `socket.io-client` with `tsc --noEmit` (npm packages from the committed
 //! lockfile in `tests/ts/`, installed with `npm ci` when missing).
 //! `tests/typescript_transcript.rs` checks them against what a real server
-//! sends.
+//! sends. The recovery helper (`clients/typescript/recovery.ts`) is
+//! type-checked with them (`tests/ts/client.ts` uses both), and its shipped
+//! compiled `recovery.js` must be what `tsc` makes of it.
 
 mod ts_common;
+
+use std::path::Path;
 
 use broadcast_core::{BroadcastEvent, Room};
 use schemars::JsonSchema;
@@ -64,11 +68,13 @@ struct ChatRoom {
 fn declarations_type_check_with_socket_io_client() {
     let dts = broadcast_core::typescript::declarations();
     assert!(
-        dts.contains("\"message_posted\": (payload: MessagePostedPayload) => void;"),
+        dts.contains(
+            "\"message_posted\": (payload: MessagePostedPayload, position?: EventPosition) => void;"
+        ),
         "{dts}"
     );
     assert!(
-        dts.contains("\"untyped\": (payload: unknown) => void;"),
+        dts.contains("\"untyped\": (payload: unknown, position?: EventPosition) => void;"),
         "{dts}"
     );
     assert!(
@@ -88,6 +94,44 @@ fn declarations_type_check_with_socket_io_client() {
         out.status.success(),
         "tsc rejected the declarations:\n{}\n--- events.d.ts ---\n{dts}",
         ts_common::text(&out)
+    );
+}
+
+/// `clients/typescript/recovery.js` is shipped so that pages load it without
+/// a build step; it must never drift from the `recovery.ts` it is compiled
+/// from.
+#[test]
+fn the_shipped_recovery_js_is_compiled_from_recovery_ts() {
+    let clients = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript");
+    let shipped = std::fs::read_to_string(clients.join("recovery.js")).unwrap();
+    assert!(
+        shipped.contains("export class RecoveringRooms"),
+        "{shipped}"
+    );
+    assert!(
+        !shipped
+            .lines()
+            .any(|l| l.starts_with("import") || l.contains("require(")),
+        "recovery.js must import nothing at run time:\n{shipped}"
+    );
+    if !ts_common::npm_ready() {
+        return;
+    }
+    let out_dir = ts_common::ts_dir().join("generated/recovery-build");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let out_arg = out_dir.to_string_lossy().into_owned();
+    let tsconfig = clients.to_string_lossy().into_owned();
+    let out = ts_common::tsc(&["-p", &tsconfig, "--outDir", &out_arg]);
+    assert!(
+        out.status.success(),
+        "tsc rejected recovery.ts:\n{}",
+        ts_common::text(&out)
+    );
+    let compiled = std::fs::read_to_string(out_dir.join("recovery.js")).unwrap();
+    assert!(
+        compiled == shipped,
+        "clients/typescript/recovery.js is not what tsc makes of recovery.ts: run \
+         `tests/ts/node_modules/.bin/tsc -p clients/typescript` and commit recovery.js"
     );
 }
 

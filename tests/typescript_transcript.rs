@@ -63,6 +63,11 @@ struct PairRoom {
 #[room(namespace = "/games", public)]
 struct TableRoom(u32);
 
+/// Keeps history: its events carry a position, its joins take `since`.
+#[derive(Room)]
+#[room(public, history(size = 100, ttl = "1m"))]
+struct LogRoom;
+
 struct User {
     id: u64,
     teams: Vec<u64>,
@@ -169,6 +174,12 @@ struct Notified {
 }
 
 #[derive(Serialize, JsonSchema, BroadcastEvent)]
+#[broadcast(on = LogRoom)]
+struct Logged {
+    line: String,
+}
+
+#[derive(Serialize, JsonSchema, BroadcastEvent)]
 #[broadcast(name = "score", namespace = "/games", on = TableRoom(self.table))]
 struct ScoreChanged {
     table: u32,
@@ -218,14 +229,22 @@ impl Recorder {
     /// declarations give the event of that name in that namespace.
     async fn next(&mut self) -> Received {
         let ev = self.client.next_event(T).await.unwrap();
-        assert_eq!(ev.args.len(), 1, "one payload per event: {ev:?}");
-        let ty = format!(
-            "Parameters<d.{}ServerToClientEvents[{}]>[0]",
+        // A payload, and for a room that keeps history, its position.
+        assert!(
+            (1..=2).contains(&ev.args.len()),
+            "one payload per event, and a position: {ev:?}"
+        );
+        let event = format!(
+            "d.{}ServerToClientEvents[{}]",
             prefix(&ev.ns),
             json!(ev.event)
         );
         let what = format!("event {} on {}", ev.event, ev.ns);
-        self.record(what, ty, ev.args[0].clone());
+        self.record(what, format!("Parameters<{event}>[0]"), ev.args[0].clone());
+        if let Some(position) = ev.args.get(1) {
+            let what = format!("position of {} on {}", ev.event, ev.ns);
+            self.record(what, format!("Parameters<{event}>[1]"), position.clone());
+        }
         ev
     }
 
@@ -239,11 +258,25 @@ impl Recorder {
         data: Value,
         reply: Option<&str>,
     ) -> (Value, Value) {
-        let mut args = self
-            .client
-            .emit_with_ack(ns, event, vec![data.clone()], T)
-            .await
-            .unwrap();
+        self.ask_with(ns, event, data, None, reply).await
+    }
+
+    /// [`ask`](Self::ask) with join options (`{"since": ..}`) after the data.
+    async fn ask_with(
+        &mut self,
+        ns: &str,
+        event: &str,
+        data: Value,
+        options: Option<Value>,
+        reply: Option<&str>,
+    ) -> (Value, Value) {
+        let mut sent = vec![data.clone()];
+        if let Some(options) = options {
+            let what = format!("options of {event} on {ns}");
+            self.record(what, "d.JoinOptions".into(), options.clone());
+            sent.push(options);
+        }
+        let mut args = self.client.emit_with_ack(ns, event, sent, T).await.unwrap();
         assert_eq!(args.len(), 1, "one ack value: {args:?}");
         let ack = args.remove(0);
         let request = format!("{}ClientToServerEvents[{}]", prefix(ns), json!(event));
@@ -253,7 +286,7 @@ impl Recorder {
                 let what = format!("data of {event} on {ns}");
                 self.record(what, format!("Parameters<d.{request}>[0]"), data);
             }
-            format!("Parameters<NonNullable<Parameters<d.{request}>[1]>>[0]")
+            format!("AckReply<d.{request}>")
         } else {
             // Keys the declarations do not have still get a RoomReply.
             "d.RoomReply".to_owned()
@@ -293,7 +326,12 @@ fn transcript(entries: &[Entry]) -> Transcript {
     let mut text = String::from(
         "// What a real server sent one client, recorded by tests/typescript_transcript.rs.\n\
          // Each value has the type the generated declarations give it. Do not edit.\n\
-         import type * as d from \"./events\";\n\n",
+         import type * as d from \"./events\";\n\n\
+         // The reply an ack function of a join or leave gets, wherever the\n\
+         // function is among the arguments.\n\
+         type AckReply<F> = F extends (...args: infer A) => void\n\
+         \x20 ? Parameters<Extract<A[number], (reply: never) => void>>[0]\n\
+         \x20 : never;\n\n",
     );
     let mut lines = Vec::new();
     for (i, e) in entries.iter().enumerate() {
@@ -488,6 +526,33 @@ async fn record() -> Vec<Entry> {
         .await;
     assert_eq!((ev.ns.as_str(), ev.event.as_str()), ("/games", "score"));
 
+    // A room that keeps history: the position in the join's ack and
+    // `joined`, and after each event; joins with `since`, recovered (the
+    // missed event first) and not (an unknown epoch).
+    let (ack, ev) = r.ask("/", "join_log", Value::Null, Some("joined")).await;
+    let position = ack["position"].clone();
+    assert_eq!(position["offset"], json!(0), "{ack}");
+    assert_eq!(ev["position"], position, "{ev}");
+    for line in ["one", "two"] {
+        let ev = r.deliver(&b, Logged { line: line.into() }).await;
+        assert_eq!(ev.args.len(), 2, "{ev:?}");
+        assert_eq!(ev.args[1]["room"], json!("log"), "{ev:?}");
+    }
+    let since = json!({"since": {"offset": 1, "epoch": position["epoch"]}});
+    let (ack, _) = r
+        .ask_with("/", "join_log", Value::Null, Some(since), None)
+        .await;
+    assert_eq!(ack["recovered"], json!(true), "{ack}");
+    assert_eq!(ack["position"]["offset"], json!(2), "{ack}");
+    let replayed = r.next().await;
+    assert_eq!(replayed.args[1]["offset"], json!(2), "{replayed:?}");
+    assert_eq!(r.next().await.event, "joined");
+    let since = json!({"since": {"offset": 1, "epoch": "another"}});
+    let (ack, _) = r
+        .ask_with("/", "join_log", Value::Null, Some(since), Some("joined"))
+        .await;
+    assert_eq!(ack["recovered"], json!(false), "{ack}");
+
     // Leaves: `left` and the ack; a room it is not in gets the ack only.
     let (ack, ev) = r.ask("/", "leave_team", json!(1), Some("left")).await;
     assert_eq!(ack, json!({"ok": true, "room": "team|1"}));
@@ -506,8 +571,7 @@ async fn record() -> Vec<Entry> {
             .emit_with_ack("/", "join_lobby", vec![Value::Null], T)
             .await
             .unwrap();
-        let ty =
-            "Parameters<NonNullable<Parameters<d.ClientToServerEvents[\"join_lobby\"]>[1]>>[0]";
+        let ty = "AckReply<d.ClientToServerEvents[\"join_lobby\"]>";
         r.record("ack of join_lobby on /".into(), ty.into(), ack[0].clone());
         let ev = r.next().await;
         if ack[0]["ok"] == false {
@@ -550,6 +614,10 @@ async fn what_the_server_sends_type_checks_against_the_declarations() {
         "event message_posted on /",
         "event score on /games",
         "data of join_pair on /",
+        "ack of join_log on /",
+        "options of join_log on /",
+        "event logged on /",
+        "position of logged on /",
         "ack of join_lobby on /",
     ] {
         assert!(kinds.contains(what), "{what} not recorded:\n{}", good.text);

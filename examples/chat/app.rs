@@ -93,6 +93,14 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
 fn routes() -> axum::Router {
     axum::Router::new()
         .route("/", get(|| async { Html(include_str!("page.html")) }))
+        .route(
+            "/socket.io.min.js",
+            get(|| async { javascript(SOCKET_IO_CLIENT) }),
+        )
+        .route(
+            "/recovery.js",
+            get(|| async { javascript(RECOVERY_HELPER) }),
+        )
         .route("/events", get(|| async { Json(registry::snapshot()) }))
         .route(
             "/events.d.ts",
@@ -109,6 +117,22 @@ fn routes() -> axum::Router {
         .route("/chats", get(list_chats))
         .route("/chats/{chat_id}/messages", post(post_message))
         .route("/users/{name}/notify", post(notify))
+}
+
+/// socket.io-client 4.8.1's browser bundle (`dist/socket.io.min.js` of the
+/// npm package `tests/ts` pins), vendored so the page loads nothing from
+/// elsewhere. MIT License, (c) 2014-2024 Guillermo Rauch; the notice is at
+/// the top of the file.
+const SOCKET_IO_CLIENT: &str = include_str!("socket.io.min.js");
+
+/// broadcast's recovery helper, compiled from `clients/typescript/recovery.ts`.
+const RECOVERY_HELPER: &str = include_str!("../../clients/typescript/recovery.js");
+
+fn javascript(source: &'static str) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        source,
+    )
 }
 
 async fn list_chats() -> Json<Value> {

@@ -8,6 +8,8 @@
 //! and every temp dir is removed.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
@@ -197,14 +199,19 @@ impl ChatServer {
         Self::start_with(&[]).await
     }
 
-    /// Chat server with extra environment (e.g. `REDIS_URL`); waits until it
-    /// answers `GET /chats`.
+    /// Chat server with extra environment (e.g. `REDIS_URL`, or `PORT` to
+    /// take the port of a server that stopped); waits until it answers
+    /// `GET /chats`.
     pub async fn start_with(envs: &[(&str, &str)]) -> ChatServer {
         let bin = example_bin("chat");
         let mut last = String::new();
+        let given_port = envs
+            .iter()
+            .find(|(k, _)| *k == "PORT")
+            .map(|(_, p)| p.parse::<u16>().expect("PORT is a port number"));
         // A port picked by binding :0 can be taken before the child binds it.
         for _ in 0..3 {
-            let port = free_port().expect("a free loopback port");
+            let port = given_port.unwrap_or_else(|| free_port().expect("a free loopback port"));
             let dir = TempDir::new("chat-server").expect("a temp dir");
             let log = dir.path().join("chat.log");
             let out = File::create(&log).expect("creating the chat log");

@@ -6,7 +6,10 @@ import type {
   ServerToClientEvents,
   MessagePostedPayload,
   GamesServerToClientEvents,
+  EventPosition,
+  RoomReply,
 } from "./generated/events";
+import { RecoveringRooms, type JoinReply, type Position } from "../../clients/typescript/recovery";
 
 const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io("http://127.0.0.1:3000", {
   auth: { user: "alice" },
@@ -35,6 +38,52 @@ socket.emit("join_chat", 1, (reply) => {
 });
 socket.emit("join_chat", { id: 1 });
 socket.emit("leave_chat", [1]);
+// Recovery by hand: the position after the payload, `since` between the
+// data and the ack.
+socket.on("message_posted", (p, position?: EventPosition) => {
+  if (position) console.log(p.text, position.room, position.offset, position.epoch);
+});
+socket.emit("join_chat", 1, { since: { offset: 17, epoch: "e" } }, (reply) => {
+  if (reply.ok && reply.recovered === false && reply.position) console.log(reply.position.offset);
+});
+socket.emit("join_chat", 1, {});
+// @ts-expect-error: since needs an epoch
+socket.emit("join_chat", 1, { since: { offset: 17 } });
+
+// The recovery helper on the same typed socket.
+const rooms = new RecoveringRooms(socket, {
+  notRecovered: (room: string, at: Position) => console.log(room, at.offset, at.epoch),
+});
+rooms.on("message_posted", (p, position) => {
+  const text: string = p.text;
+  const offset: number | undefined = position?.offset;
+  console.log(text, offset);
+});
+rooms.on("joined", (n) => console.log(n.room));
+rooms.join("chat", { id: 1 }).then((r: JoinReply) => {
+  if (r.ok) console.log(r.room, r.recovered, r.position?.epoch);
+});
+rooms.join("chat", 1);
+rooms.leave("chat", [1]);
+console.log(rooms.position("chat|1")?.offset);
+// What the server answers is what the helper expects.
+const fits = (r: RoomReply): JoinReply => r;
+console.log(fits);
+// @ts-expect-error: no room `nope`
+rooms.join("nope", 1);
+// @ts-expect-error: chat's field is `id`
+rooms.join("chat", { chat: 1 });
+// @ts-expect-error: no such event
+rooms.on("no_such_event", () => {});
+rooms.on("message_posted", (p) => {
+  // @ts-expect-error: text is a string
+  const wrong: number = p.text;
+  console.log(wrong);
+});
+// An untyped socket works too, with any key.
+const untyped = new RecoveringRooms(io("http://127.0.0.1:3000"));
+untyped.join("anything", { x: 1 });
+untyped.on("whatever", (...args: unknown[]) => console.log(args));
 
 // @ts-expect-error: no such event
 socket.on("no_such_event", () => {});
