@@ -216,12 +216,19 @@ mod tests {
     #[test]
     fn parses_the_serialized_tick() {
         let tick = crate::roles::Tick {
+            key: "room",
             room: 7,
             seq: 123,
             ts: 1_764_000_000_000_000,
             pad: "xx",
         };
         let frame = format!("42[\"bench\",{}]", serde_json::to_string(&tick).unwrap());
+        assert_eq!(parse_tick(&frame), Some((7, 123, 1_764_000_000_000_000)));
+        // A history room's event carries its position second.
+        let frame = format!(
+            "42[\"bench\",{},{{\"room\":\"hroom|7\",\"offset\":9,\"epoch\":\"e\"}}]",
+            serde_json::to_string(&tick).unwrap()
+        );
         assert_eq!(parse_tick(&frame), Some((7, 123, 1_764_000_000_000_000)));
         assert_eq!(parse_tick(r#"42["other",{"room":1}]"#), None);
         assert_eq!(parse_tick(r#"42["bench",{"room":x}]"#), None);
