@@ -243,6 +243,11 @@ impl MeteredFredDriver {
     pub(crate) fn stats(&self) -> &RedisStats {
         &self.stats
     }
+
+    /// Becomes true when the connection is shut down.
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self._closed.subscribe()
+    }
 }
 
 impl Driver for MeteredFredDriver {

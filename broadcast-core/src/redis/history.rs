@@ -362,11 +362,19 @@ pub(crate) async fn subscribe<A: Adapter>(
         let mut stream = driver
             .subscribe(channel.clone(), config.adapter_buffer_value())
             .await?;
-        let feed = Arc::downgrade(feed);
+        // The feed lives as long as the connection: a server that never
+        // broadcasts itself still delivers what workers and others send.
+        let feed = feed.clone();
         let stats = driver.stats().clone();
+        let mut closed = driver.closed();
         tokio::spawn(async move {
-            while let Some((_, data)) = stream.next().await {
-                let Some(feed) = feed.upgrade() else { return };
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = closed.wait_for(|closed| *closed) => return,
+                    next = stream.next() => next,
+                };
+                let Some((_, data)) = next else { return };
                 match parse_live(&data) {
                     Ok(live) => {
                         feed.deliver(Arc::new(live)).await;
