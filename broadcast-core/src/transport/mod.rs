@@ -12,7 +12,9 @@ use crate::error::TransportError;
 use crate::target::{NamespaceTargets, Targets};
 pub use crate::util::BoxFuture;
 
+mod dedup;
 mod socketio;
+pub use dedup::RecentIds;
 pub use socketio::SocketIoTransport;
 #[cfg(feature = "redis")]
 pub(crate) use socketio::emit_group;
@@ -31,6 +33,14 @@ pub struct Delivery<'a> {
     pub except_rooms: &'a [std::borrow::Cow<'static, str>],
     /// The JSON payload.
     pub payload: &'a RawValue,
+    /// An idempotency key (an outbox row's event id), or `None` for a
+    /// plain broadcast. Transports that see one deliver the event at most
+    /// once per id, so that a relay re-delivering a row after a crash sends
+    /// nothing twice: the in-process transport remembers recent ids
+    /// ([`RecentIds`]); the Redis transports check and publish in one
+    /// atomic script. A duplicate is reported as delivered to nobody
+    /// ([`DeliveryReport::duplicate`]).
+    pub id: Option<&'a str>,
 }
 
 /// A namespace's delivery failed.
@@ -53,6 +63,9 @@ pub struct DeliveryReport {
     /// For transports that publish to other processes (Redis), how many
     /// received each namespace's publish; empty for in-process delivery.
     pub remote: Vec<RemoteReceivers>,
+    /// The delivery's [`id`](Delivery::id) was seen before: nothing was
+    /// sent this time.
+    pub duplicate: bool,
 }
 
 /// How many other processes received one namespace's publish.
