@@ -1,10 +1,24 @@
 //! Publishing broadcasts as socketioxide-redis requests, and the two
 //! transports built on it: the worker's and the server's.
+//!
+//! # At most once per id
+//!
+//! A delivery that carries an id ([`Delivery::id`], an outbox row's event
+//! id) is published by one Lua script, [`IDEMPOTENT_PUBLISH`]: `SET key NX
+//! PX ttl`, then `SPUBLISH` only if the key was new. Redis runs a script
+//! atomically, so "seen before" and "published" cannot come apart: a relay
+//! killed after the script and before it marked the row delivered re-runs
+//! the script for the same id, which publishes nothing. The key carries the
+//! channel as its hash tag (`{socket.io-request#/#}:broadcast-id:<id>`), so
+//! on Redis Cluster it lives in the channel's slot, on the shard the
+//! script's `SPUBLISH` goes to. A server transport runs the script before it
+//! emits to its own sockets, and emits only if the id was new. Keys expire
+//! after [`IDEMPOTENCY_TTL`]: a re-delivery later than that is not caught.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::interfaces::{ClientLike, LuaInterface, PubsubInterface};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::remote_packet::{RequestOut, RequestTypeOut};
@@ -22,6 +36,36 @@ use crate::target::NamespaceTargets;
 use crate::transport::{
     BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Tally, Transport, emit_group,
 };
+
+/// How long Redis remembers a delivered id (one hour): far longer than a
+/// relay takes to restart and re-deliver, short enough that the keys of a
+/// busy outbox stay small (one key of about 80 bytes per event and
+/// namespace).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3600);
+
+/// The atomic check-and-publish of a delivery with an id. KEYS[1]: the
+/// id's key; ARGV: channel, request, TTL in milliseconds. Returns
+/// SPUBLISH's count, or -1 when the id was seen before (nothing published).
+pub const IDEMPOTENT_PUBLISH: &str = r#"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then
+  return redis.call('SPUBLISH', ARGV[1], ARGV[2])
+end
+return -1
+"#;
+
+/// The Redis key that records delivery `id` on `channel`: in the channel's
+/// cluster slot (Redis hashes a shard channel's name as it hashes a key, hash
+/// tags included, so a channel with a tag of its own is kept as the prefix).
+pub(crate) fn idempotency_key(channel: &str, id: &str) -> String {
+    let has_tag = channel
+        .find('{')
+        .is_some_and(|open| channel[open + 1..].find('}').is_some_and(|len| len > 0));
+    if has_tag {
+        format!("{channel}:broadcast-id:{id}")
+    } else {
+        format!("{{{channel}}}:broadcast-id:{id}")
+    }
+}
 
 /// socketioxide-redis's channel for requests to every server of a namespace.
 pub(crate) fn request_channel(prefix: &str, namespace: &str) -> String {
@@ -70,7 +114,7 @@ pub(crate) struct Publisher<C> {
     stats: RedisStats,
 }
 
-impl<C: PubsubInterface + Send + Sync> Publisher<C> {
+impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
     pub(crate) fn new(client: C, config: &RedisConfig, node_id: Uid, stats: RedisStats) -> Self {
         Self {
             client,
@@ -102,13 +146,15 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         Ok((request_channel(&self.prefix, &group.namespace), bytes))
     }
 
-    /// Publishes one request; returns how many other processes received it.
+    /// Publishes one request; returns how many other processes received it,
+    /// or `None` when `id` was published before (nothing was sent).
     pub(crate) async fn publish(
         &self,
         channel: String,
         bytes: Vec<u8>,
         event: &'static str,
-    ) -> Result<u64, PublishError> {
+        id: Option<&str>,
+    ) -> Result<Option<u64>, PublishError> {
         let c = self.stats.counters();
         let len = bytes.len() as u64;
         // fred enforces the command timeout itself, and skips a timed-out
@@ -116,12 +162,35 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         // go out late after a reconnect. This outer bound only keeps a fred
         // bug from turning into a hung broadcast.
         let outer = self.timeout + Duration::from_millis(500);
-        let result = match tokio::time::timeout(
-            outer,
-            self.client.spublish::<i64, _, _>(channel.as_str(), bytes),
-        )
-        .await
-        {
+        let command = async {
+            match id {
+                None => {
+                    self.client
+                        .spublish::<i64, _, _>(channel.as_str(), bytes)
+                        .await
+                }
+                Some(id) => {
+                    let ttl = i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX);
+                    let args: Vec<fred::types::Value> = vec![
+                        channel.as_str().into(),
+                        fred::types::Value::Bytes(bytes.into()),
+                        ttl.into(),
+                    ];
+                    self.client
+                        .eval::<i64, _, _, _>(
+                            IDEMPOTENT_PUBLISH,
+                            idempotency_key(&channel, id),
+                            args,
+                        )
+                        .await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(outer, command).await {
+            Ok(Ok(-1)) if id.is_some() => {
+                tracing::debug!(%channel, event, id, "already published: not sent again");
+                Ok(None)
+            }
             Ok(Ok(receivers)) => {
                 Counters::add(&c.published, 1);
                 Counters::add(&c.bytes_published, len);
@@ -134,7 +203,7 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
                     Counters::add(&c.no_receivers, 1);
                 }
                 tracing::trace!(%channel, event, receivers = others, bytes = len, "published");
-                Ok(others)
+                Ok(Some(others))
             }
             Ok(Err(source)) => Err(PublishError::from_fred(
                 channel.clone(),
@@ -159,11 +228,12 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         &self,
         requests: Vec<(NamespaceTargets, String, Vec<u8>)>,
         event: &'static str,
-    ) -> Vec<(NamespaceTargets, Result<u64, PublishError>)> {
+        id: Option<&str>,
+    ) -> Vec<(NamespaceTargets, Result<Option<u64>, PublishError>)> {
         let futures = requests
             .into_iter()
             .map(|(group, channel, bytes)| async move {
-                let result = self.publish(channel, bytes, event).await;
+                let result = self.publish(channel, bytes, event, id).await;
                 (group, result)
             });
         futures_util::future::join_all(futures).await
@@ -239,7 +309,7 @@ impl Transport for RedisTransport {
 
 /// A delivery by publishing alone: a worker's, and a server's remote-only
 /// retry.
-async fn publish_only<C: PubsubInterface + Send + Sync>(
+async fn publish_only<C: PubsubInterface + LuaInterface + Send + Sync>(
     publisher: &Publisher<C>,
     d: Delivery<'_>,
 ) -> Result<DeliveryReport, NamespaceFailure> {
@@ -254,15 +324,19 @@ async fn publish_only<C: PubsubInterface + Send + Sync>(
         requests.push((group.clone(), channel, bytes));
     }
     let mut tally = Tally::default();
-    for (group, result) in publisher.publish_all(requests, d.event).await {
+    let mut duplicates = 0;
+    let total = requests.len();
+    for (group, result) in publisher.publish_all(requests, d.event, d.id).await {
         match result {
-            Ok(receivers) => tally.published(&group, receivers),
+            Ok(Some(receivers)) => tally.published(&group, receivers),
+            Ok(None) => duplicates += 1,
             Err(PublishError::Timeout { timeout, .. }) => {
                 tally.failed(&group, TransportError::Timeout(timeout))
             }
             Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
         }
     }
+    tally.report.duplicate = total > 0 && duplicates == total;
     tally.finish()
 }
 
@@ -332,12 +406,61 @@ impl RedisServerTransport {
     }
 }
 
+impl RedisServerTransport {
+    /// A delivery with an id: the check-and-publish script first, then this
+    /// server's sockets, and only for the namespaces whose id was new. So a
+    /// re-delivered row reaches neither this server's sockets nor the
+    /// others'; and when Redis is down nobody gets it (the row stays to be
+    /// retried), where a plain broadcast would still reach local sockets.
+    async fn deliver_once(&self, d: Delivery<'_>) -> Result<DeliveryReport, NamespaceFailure> {
+        let mut tally = Tally::default();
+        let mut requests = Vec::new();
+        for group in d.targets.namespaces() {
+            // An unknown namespace fails before anything is recorded, so
+            // the retry is not taken for a duplicate.
+            if self.io.of(&*group.namespace).is_none() {
+                tally.failed(
+                    group,
+                    TransportError::UnknownNamespace(group.namespace.to_string()),
+                );
+                continue;
+            }
+            match self.publisher.encode(group, &d) {
+                Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
+                Err(error) => tally.failed(group, error),
+            }
+        }
+        let total = requests.len();
+        let mut duplicates = 0;
+        for (group, result) in self.publisher.publish_all(requests, d.event, d.id).await {
+            match result {
+                Ok(Some(receivers)) => {
+                    match emit_group(&self.io, &group, &d, true, &mut tally.report).await {
+                        Ok(()) => tally.published(&group, receivers),
+                        Err(error) => tally.failed(&group, error),
+                    }
+                }
+                Ok(None) => duplicates += 1,
+                Err(PublishError::Timeout { timeout, .. }) => {
+                    tally.failed(&group, TransportError::Timeout(timeout))
+                }
+                Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
+            }
+        }
+        tally.report.duplicate = total > 0 && duplicates == total;
+        tally.finish()
+    }
+}
+
 impl Transport for RedisServerTransport {
     fn deliver<'a>(
         &'a self,
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(async move {
+            if d.id.is_some() {
+                return self.deliver_once(d).await;
+            }
             let mut tally = Tally::default();
             let mut requests = Vec::new();
             for group in d.targets.namespaces() {
@@ -348,9 +471,9 @@ impl Transport for RedisServerTransport {
                 }
             }
             let mut remote_failed = false;
-            for (group, result) in self.publisher.publish_all(requests, d.event).await {
+            for (group, result) in self.publisher.publish_all(requests, d.event, None).await {
                 match result {
-                    Ok(receivers) => tally.published(&group, receivers),
+                    Ok(receivers) => tally.published(&group, receivers.unwrap_or(0)),
                     Err(error) => {
                         remote_failed = true;
                         tally.failed(&group, TransportError::RemoteFailed(Box::new(error)));
@@ -432,6 +555,23 @@ mod tests {
             encode_request(Uid::new(), &group("/", &["r"]), &[], &[], "e", &payload).unwrap();
         let request: RequestIn = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(request.opts.unwrap().flags(), 0);
+    }
+
+    #[test]
+    fn idempotency_key_hashes_like_its_channel() {
+        assert_eq!(
+            idempotency_key("socket.io-request#/#", "e1"),
+            "{socket.io-request#/#}:broadcast-id:e1"
+        );
+        // A channel with a hash tag of its own is hashed by that tag.
+        assert_eq!(
+            idempotency_key("{app}-request#/#", "e1"),
+            "{app}-request#/#:broadcast-id:e1"
+        );
+        assert_eq!(
+            idempotency_key("a{}b-request#/#", "e1"),
+            "{a{}b-request#/#}:broadcast-id:e1"
+        );
     }
 
     #[test]
