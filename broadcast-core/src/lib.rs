@@ -75,6 +75,9 @@ pub mod typescript;
 // Delivery across processes.
 #[cfg(feature = "redis")]
 pub mod redis;
+// Transactional broadcasting through a Postgres outbox.
+#[cfg(feature = "postgres")]
+pub mod outbox;
 
 /// The naming rules, limits and protocol event names, shared with the
 /// derives and the generator.
