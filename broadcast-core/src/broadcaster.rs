@@ -468,10 +468,11 @@ impl Broadcaster {
     /// server stops, so that the sockets are still connected:
     ///
     /// ```no_run
-    /// # async fn run(b: broadcast_core::Broadcaster, app: axum::Router, l: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// # async fn run(b: broadcast_core::Broadcaster, app: axum::Router, l: tokio::net::TcpListener,
+    /// #     signal: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     /// axum::serve(l, app)
     ///     .with_graceful_shutdown(async move {
-    ///         let _ = tokio::signal::ctrl_c().await;
+    ///         signal.await; // SIGTERM, Ctrl-C
     ///         let report = b.shutdown(std::time::Duration::from_secs(10)).await;
     ///         tracing::info!(?report, "broadcast queue drained");
     ///     })

@@ -265,6 +265,7 @@ struct Pending {
     id: i64,
     stream: String,
     seq: i64,
+    event: String,
     event_id: String,
     delivery: String,
     attempts: i32,
@@ -407,8 +408,11 @@ impl Worker {
                     id: row.id,
                     attempts,
                     error: format!(
-                        "row {} (stream `{}`, seq {}): {error}",
-                        row.id, row.stream, row.seq
+                        "event `{}`: row {} (stream `{}`, seq {}): {error}",
+                        crate::util::echo(&row.event),
+                        row.id,
+                        row.stream,
+                        row.seq
                     ),
                     park: true,
                 };
@@ -524,6 +528,7 @@ fn pending(row: &PgRow) -> Result<Pending, sqlx::Error> {
         id: row.try_get("id")?,
         stream: row.try_get("stream")?,
         seq: row.try_get("seq")?,
+        event: row.try_get("event")?,
         event_id: row.try_get("event_id")?,
         delivery: row.try_get("delivery")?,
         attempts: row.try_get("attempts")?,

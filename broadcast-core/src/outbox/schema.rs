@@ -78,7 +78,7 @@ impl Sql {
                  WHERE pg_try_advisory_xact_lock(hashtext('{t}'), hashtext(stream))"
             ),
             rows: format!(
-                "SELECT id, stream, seq, event_id::text AS event_id, delivery, attempts,
+                "SELECT id, stream, seq, event, event_id::text AS event_id, delivery, attempts,
                         next_attempt_at <= now() AS due
                  FROM {t}
                  WHERE stream = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
