@@ -52,7 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(|_| "10000".into())
             .parse()?,
     );
-    let (layer, io) = SocketIo::new_layer();
+    // Room for a whole burst per socket: past socketioxide's default (128
+    // packets) a socket that reads slower than the queue delivers drops
+    // events (counted in the report's `socket_errors`).
+    let (layer, io) = SocketIo::builder().max_buffer_size(32_768).build_layer();
     let broadcaster = Broadcaster::builder(broadcast_core::transport::SocketIoTransport::new(
         io.clone(),
     ))
@@ -87,6 +90,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "delivered": report.delivered,
                 "failed": report.failed_count,
                 "undelivered": report.undelivered_count,
+                "socket_errors": report.socket_errors,
             })
         );
         io.close().await;

@@ -436,7 +436,11 @@ impl Broadcaster {
                                 ),
                             });
                         };
-                        Broadcaster { inner }.deliver(&p, None).await.map(drop)
+                        let outcome = Broadcaster { inner }.deliver(&p, None).await?;
+                        Ok(match outcome {
+                            Outcome::Delivered { socket_errors, .. } => socket_errors,
+                            Outcome::Skipped(_) => 0,
+                        })
                     })
                 }),
             )

@@ -100,18 +100,24 @@ pub struct QueueReport {
     pub undelivered: Vec<&'static str>,
     /// How many events were still queued or in flight at the deadline.
     pub undelivered_count: usize,
+    /// Sockets that could not be written to while delivering (closed, or
+    /// their buffer full), since the queue started: those sockets missed
+    /// the event.
+    pub socket_errors: u64,
 }
 
 impl QueueReport {
     /// Whether everything queued was delivered without error.
     pub fn is_complete(&self) -> bool {
-        self.failed_count == 0 && self.undelivered_count == 0
+        self.failed_count == 0 && self.undelivered_count == 0 && self.socket_errors == 0
     }
 }
 
-/// Delivers one queued event; the broadcaster provides it.
-pub(crate) type DeliverFn =
-    Arc<dyn Fn(PreparedDelivery) -> BoxFuture<'static, Result<(), BroadcastError>> + Send + Sync>;
+/// Delivers one queued event; the broadcaster provides it. `Ok` carries the
+/// number of sockets that could not be written to.
+pub(crate) type DeliverFn = Arc<
+    dyn Fn(PreparedDelivery) -> BoxFuture<'static, Result<usize, BroadcastError>> + Send + Sync,
+>;
 
 /// The queue: a bounded channel and the counters its task keeps.
 pub(crate) struct QueueCore {
@@ -129,6 +135,7 @@ struct Shared {
     /// Past the shutdown deadline: drop the rest, by name.
     abandon: AtomicBool,
     delivered: AtomicU64,
+    socket_errors: AtomicU64,
     failed_count: AtomicU64,
     failed: Mutex<Vec<QueueFailure>>,
     undelivered: Mutex<Vec<&'static str>>,
@@ -148,8 +155,10 @@ impl QueueCore {
                 } else {
                     let event = p.event;
                     match deliver(p).await {
-                        Ok(()) => {
+                        Ok(socket_errors) => {
                             task.delivered.fetch_add(1, Ordering::Relaxed);
+                            task.socket_errors
+                                .fetch_add(socket_errors as u64, Ordering::Relaxed);
                         }
                         Err(error) => {
                             task.failed_count.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +246,7 @@ impl QueueCore {
         let pending = s.pending.load(Ordering::Acquire);
         QueueReport {
             delivered: s.delivered.load(Ordering::Relaxed),
+            socket_errors: s.socket_errors.load(Ordering::Relaxed),
             failed,
             failed_count: s.failed_count.swap(0, Ordering::Relaxed),
             undelivered_count: undelivered.len() + pending,

@@ -91,7 +91,9 @@ pub async fn join_from_auth<A: Adapter>(
 
 /// An in-memory socketioxide server on loopback with namespace `/`.
 pub async fn local_server() -> (TestServer, SocketIo) {
-    let (layer, io) = SocketIo::new_layer();
+    // Room for bursts: a test client that reads slower than a relay or a
+    // queue delivers must not lose events to the default 128-packet buffer.
+    let (layer, io) = SocketIo::builder().max_buffer_size(32_768).build_layer();
     io.ns("/", (async |_: SocketRef| {}).with(join_from_auth));
     let http = TestServer::serve(layer).await.expect("serve");
     (http, io)
