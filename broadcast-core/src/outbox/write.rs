@@ -6,12 +6,16 @@ use super::schema::sql;
 use super::{Outbox, OutboxError};
 use crate::broadcaster::{Broadcast, Prepared, SkipReason};
 use crate::event::BroadcastEvent;
+use crate::target::Targets;
 
 /// What [`Broadcast::after_commit`] wrote.
 ///
 /// ```
 /// use broadcast_core::outbox::Written;
-/// let w = Written::Stored { id: 1, event_id: "c0ffee".into(), stream: "/#chat|1".into(), seq: 1 };
+/// let w = Written::Stored {
+///     id: 1, event_id: "c0ffee".into(), stream: "/#chat|1".into(), seq: 1,
+///     targets: broadcast_core::Targets::new(),
+/// };
 /// assert!(w.is_stored());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +30,8 @@ pub enum Written {
         stream: String,
         /// Its number in the stream.
         seq: i64,
+        /// Where it will go.
+        targets: Targets,
     },
     /// The pipeline decided not to send it (`when`, no target): nothing was
     /// written.
@@ -106,6 +112,7 @@ impl<E: BroadcastEvent + 'static> Broadcast<E> {
             event_id,
             stream,
             seq,
+            targets: p.targets,
         })
     }
 }
