@@ -91,7 +91,7 @@ pub struct QueueReport {
     /// Events delivered since the queue started.
     pub delivered: u64,
     /// Deliveries that failed since the last report (the first
-    /// [`MAX_KEPT_FAILURES`] of them).
+    /// 1,000 of them).
     pub failed: Vec<QueueFailure>,
     /// How many deliveries failed since the last report, kept or not.
     pub failed_count: u64,
