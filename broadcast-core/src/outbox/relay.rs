@@ -84,7 +84,8 @@ impl RelayBuilder {
         self
     }
 
-    /// Most rows one round delivers (default 256).
+    /// Most rows one round delivers (default 256), shared out evenly among
+    /// the streams it took.
     pub fn batch(mut self, rows: usize) -> Self {
         self.batch = rows.max(1);
         self
@@ -295,9 +296,9 @@ impl Worker {
                 return;
             }
             let full = match self.round().await {
-                Ok(n) => {
+                Ok(more) => {
                     db_backoff = Duration::from_millis(100);
-                    n >= self.cfg.batch
+                    more
                 }
                 Err(error) => {
                     self.stats.round_errors.fetch_add(1, Ordering::Relaxed);
@@ -332,8 +333,9 @@ impl Worker {
     }
 
     /// One transaction: lock streams, deliver their due rows in order, mark
-    /// them. Returns how many rows it read.
-    async fn round(&self) -> Result<usize, OutboxError> {
+    /// them. Returns whether there may be more to do at once (a stream gave
+    /// its whole share, or there were more streams than one round takes).
+    async fn round(&self) -> Result<bool, OutboxError> {
         self.stats.rounds.fetch_add(1, Ordering::Relaxed);
         let s = &self.cfg.outbox.sql;
         let mut tx = self.cfg.pool.begin().await.map_err(self.db())?;
@@ -344,26 +346,33 @@ impl Worker {
             .map_err(self.db())?;
         if streams.is_empty() {
             tx.commit().await.map_err(self.db())?;
-            return Ok(0);
+            return Ok(false);
         }
         // A new statement, so a new snapshot: it sees every row the
         // previous holder of these locks marked before it committed.
+        let per_stream = self.cfg.batch.div_ceil(streams.len()).max(1);
         let rows = sqlx::query(sql(&s.rows))
             .bind(&streams)
-            .bind(self.cfg.batch as i64)
+            .bind(per_stream as i64)
             .fetch_all(&mut *tx)
             .await
             .map_err(self.db())?;
-        let read = rows.len();
         let rows = rows
             .iter()
             .map(pending)
             .collect::<Result<Vec<_>, _>>()
             .map_err(self.db())?;
+        let mut per_stream_read: std::collections::HashMap<&str, usize> = Default::default();
+        for row in &rows {
+            *per_stream_read.entry(&row.stream).or_default() += 1;
+        }
+        let more =
+            streams.len() >= self.cfg.streams || per_stream_read.values().any(|&n| n >= per_stream);
+        drop(per_stream_read);
         let fates = self.deliver(rows).await;
         self.record(&mut tx, fates).await?;
         tx.commit().await.map_err(self.db())?;
-        Ok(read)
+        Ok(more)
     }
 
     /// Delivers the streams concurrently, each stream's rows in order,

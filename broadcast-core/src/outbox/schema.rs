@@ -77,13 +77,19 @@ impl Sql {
                  ) h
                  WHERE pg_try_advisory_xact_lock(hashtext('{t}'), hashtext(stream))"
             ),
+            // The first rows of each locked stream, a share of the batch
+            // each, so that one long stream does not take the whole round
+            // and the streams are delivered side by side.
             rows: format!(
-                "SELECT id, stream, seq, event, event_id::text AS event_id, delivery, attempts,
-                        next_attempt_at <= now() AS due
-                 FROM {t}
-                 WHERE stream = ANY($1) AND delivered_at IS NULL AND parked_at IS NULL
-                 ORDER BY stream, seq
-                 LIMIT $2"
+                "SELECT r.* FROM unnest($1::text[]) AS s(stream) CROSS JOIN LATERAL (
+                    SELECT id, stream, seq, event, event_id::text AS event_id, delivery,
+                           attempts, next_attempt_at <= now() AS due
+                    FROM {t}
+                    WHERE {t}.stream = s.stream AND delivered_at IS NULL AND parked_at IS NULL
+                    ORDER BY seq
+                    LIMIT $2
+                 ) r
+                 ORDER BY r.stream, r.seq"
             ),
             mark_delivered: format!("UPDATE {t} SET delivered_at = now() WHERE id = ANY($1)"),
             delete_delivered: format!("DELETE FROM {t} WHERE id = ANY($1)"),
