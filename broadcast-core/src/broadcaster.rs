@@ -487,6 +487,52 @@ impl Broadcaster {
         self.queue_core().shutdown(within).await
     }
 
+    /// Delivers prepared events in order, as [`deliver`](Self::deliver)
+    /// one after the other would, stopping at the first failure (the last
+    /// result is then that failure; the events after it were not tried).
+    /// A transport may send a run of them in one round trip (the Redis
+    /// worker does, for deliveries with ids): how an outbox relay keeps up.
+    ///
+    /// ```no_run
+    /// # use broadcast_core::{Broadcaster, PreparedDelivery};
+    /// # async fn run(b: Broadcaster, p1: PreparedDelivery, p2: PreparedDelivery) {
+    /// let results = b.deliver_all(&[(&p1, Some("id-1")), (&p2, Some("id-2"))]).await;
+    /// assert!(results.len() <= 2);
+    /// # }
+    /// ```
+    pub async fn deliver_all(
+        &self,
+        items: &[(&PreparedDelivery, Option<&str>)],
+    ) -> Vec<Result<Outcome, BroadcastError>> {
+        let deliveries = items.iter().map(|(p, id)| p.as_delivery(*id)).collect();
+        let reports = self.inner.transport.deliver_all(deliveries).await;
+        reports
+            .into_iter()
+            .zip(items)
+            .map(|(report, (p, _))| {
+                let result = match report {
+                    Ok(report) if report.duplicate => Ok(Outcome::Skipped(SkipReason::Duplicate)),
+                    Ok(report) => Ok(Outcome::Delivered {
+                        targets: p.targets.clone(),
+                        bytes: p.payload.get().len(),
+                        socket_errors: report.socket_errors,
+                        remote: report.remote,
+                    }),
+                    Err(failure) => Err(BroadcastError::Transport {
+                        event: p.event,
+                        namespace: format!(
+                            "namespace `{}` (rooms {:?})",
+                            failure.target.namespace, failure.target.rooms
+                        ),
+                        source: failure.error,
+                    }),
+                };
+                self.count(&result);
+                result
+            })
+            .collect()
+    }
+
     /// Updates the counters and logs one result.
     fn count(&self, result: &Result<Outcome, BroadcastError>) {
         let c = &self.inner.stats;

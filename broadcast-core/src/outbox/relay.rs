@@ -385,21 +385,9 @@ impl Worker {
                 _ => streams.push(vec![row]),
             }
         }
-        let per_stream = streams.into_iter().map(|rows| async move {
-            let mut fates = Vec::with_capacity(rows.len());
-            for row in rows {
-                if !row.due {
-                    break;
-                }
-                let fate = self.deliver_row(&row).await;
-                let failed = matches!(fate, Fate::Failed { .. });
-                fates.push(fate);
-                if failed {
-                    break;
-                }
-            }
-            fates
-        });
+        let per_stream = streams
+            .into_iter()
+            .map(|rows| async move { self.deliver_stream(rows).await });
         futures_util::future::join_all(per_stream)
             .await
             .into_iter()
@@ -407,32 +395,58 @@ impl Worker {
             .collect()
     }
 
-    async fn deliver_row(&self, row: &Pending) -> Fate {
-        let attempts = row.attempts.saturating_add(1);
-        let prepared = match PreparedDelivery::from_json(&row.delivery) {
-            Ok(p) => p,
-            Err(error) => {
-                // It will never read back: retrying cannot help.
-                return Fate::Failed {
-                    id: row.id,
-                    attempts,
-                    error: format!(
-                        "event `{}`: row {} (stream `{}`, seq {}): {error}",
-                        crate::util::echo(&row.event),
-                        row.id,
-                        row.stream,
-                        row.seq
-                    ),
-                    park: true,
-                };
+    /// One stream's due rows, in order, handed to the transport together
+    /// (it may send a run of them in one round trip); stops at the first
+    /// row that is not due, does not read back, or fails.
+    async fn deliver_stream(&self, rows: Vec<Pending>) -> Vec<Fate> {
+        let mut ready = Vec::new();
+        let mut unreadable = None;
+        for row in rows.iter().take_while(|r| r.due) {
+            match PreparedDelivery::from_json(&row.delivery) {
+                Ok(p) => ready.push((row, p)),
+                Err(error) => {
+                    unreadable = Some(self.unreadable(row, &error));
+                    break;
+                }
             }
-        };
-        match self
-            .cfg
-            .broadcaster
-            .deliver(&prepared, Some(&row.event_id))
-            .await
-        {
+        }
+        let items: Vec<_> = ready
+            .iter()
+            .map(|(row, p)| (p, Some(row.event_id.as_str())))
+            .collect();
+        let results = self.cfg.broadcaster.deliver_all(&items).await;
+        let mut fates = Vec::with_capacity(results.len() + 1);
+        let mut failed = false;
+        for ((row, _), result) in ready.iter().zip(results) {
+            let fate = self.fate(row, result);
+            failed = matches!(fate, Fate::Failed { .. });
+            fates.push(fate);
+        }
+        if !failed && fates.len() == ready.len() {
+            fates.extend(unreadable);
+        }
+        fates
+    }
+
+    /// A row that does not read back: parked at once, retrying cannot help.
+    fn unreadable(&self, row: &Pending, error: &crate::prepared::PreparedError) -> Fate {
+        Fate::Failed {
+            id: row.id,
+            attempts: row.attempts.saturating_add(1),
+            error: format!(
+                "event `{}`: row {} (stream `{}`, seq {}): {error}",
+                crate::util::echo(&row.event),
+                row.id,
+                row.stream,
+                row.seq
+            ),
+            park: true,
+        }
+    }
+
+    fn fate(&self, row: &Pending, result: Result<Outcome, crate::BroadcastError>) -> Fate {
+        let attempts = row.attempts.saturating_add(1);
+        match result {
             Ok(Outcome::Skipped(SkipReason::Duplicate)) => Fate::Delivered {
                 id: row.id,
                 duplicate: true,

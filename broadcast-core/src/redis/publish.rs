@@ -56,6 +56,24 @@ end
 return -1
 "#;
 
+/// [`IDEMPOTENT_PUBLISH`] for a run of deliveries to one channel, in order,
+/// in one round trip. KEYS: the ids' keys; ARGV: channel, TTL in
+/// milliseconds, then the requests. Returns one count (or -1) per key.
+pub const IDEMPOTENT_PUBLISH_RUN: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[2]) then
+    out[i] = redis.call('SPUBLISH', ARGV[1], ARGV[2 + i])
+  else
+    out[i] = -1
+  end
+end
+return out
+"#;
+
+/// Most deliveries one run script publishes.
+const MAX_RUN: usize = 128;
+
 /// The Redis key that records delivery `id` on `channel`: in the channel's
 /// cluster slot (Redis hashes a shard channel's name as it hashes a key, hash
 /// tags included, so a channel with a tag of its own is kept as the prefix).
@@ -225,6 +243,85 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
         result
     }
 
+    /// Publishes a run of requests with ids to one channel, in order, in
+    /// one script call; per request, how many other processes received it
+    /// or `None` for an id published before.
+    pub(crate) async fn publish_run(
+        &self,
+        channel: &str,
+        run: Vec<(String, Vec<u8>)>,
+        event: &'static str,
+    ) -> Result<Vec<Option<u64>>, PublishError> {
+        let c = self.stats.counters();
+        let ttl = i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX);
+        let count = run.len();
+        let lens: Vec<u64> = run.iter().map(|(_, b)| b.len() as u64).collect();
+        let mut keys = Vec::with_capacity(count);
+        let mut args: Vec<fred::types::Value> = Vec::with_capacity(count + 2);
+        args.push(channel.into());
+        args.push(ttl.into());
+        for (id, bytes) in run {
+            keys.push(idempotency_key(channel, &id));
+            args.push(fred::types::Value::Bytes(bytes.into()));
+        }
+        let outer = self.timeout + Duration::from_millis(500);
+        let result = match tokio::time::timeout(
+            outer,
+            self.client
+                .eval::<Vec<i64>, _, _, _>(IDEMPOTENT_PUBLISH_RUN, keys, args),
+        )
+        .await
+        {
+            Ok(Ok(counts)) if counts.len() == count => {
+                let own = u64::from(c.subscribed.contains(channel));
+                Ok(counts
+                    .into_iter()
+                    .zip(lens)
+                    .map(|(receivers, len)| {
+                        if receivers < 0 {
+                            return None;
+                        }
+                        Counters::add(&c.published, 1);
+                        Counters::add(&c.bytes_published, len);
+                        let others = u64::try_from(receivers).unwrap_or(0).saturating_sub(own);
+                        if others == 0 {
+                            Counters::add(&c.no_receivers, 1);
+                        }
+                        Some(others)
+                    })
+                    .collect())
+            }
+            Ok(Ok(counts)) => Err(PublishError::from_fred(
+                channel.to_owned(),
+                self.timeout,
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Parse,
+                    format!(
+                        "the publish script answered {} counts for {count} requests",
+                        counts.len()
+                    ),
+                ),
+            )),
+            Ok(Err(source)) => Err(PublishError::from_fred(
+                channel.to_owned(),
+                self.timeout,
+                source,
+            )),
+            Err(_) => Err(PublishError::Timeout {
+                channel: channel.to_owned(),
+                timeout: self.timeout,
+            }),
+        };
+        match &result {
+            Ok(_) => tracing::trace!(%channel, event, count, "published a run"),
+            Err(error) => {
+                Counters::add(&c.publish_failed, 1);
+                tracing::warn!(%channel, event, %error, "publishing to Redis failed");
+            }
+        }
+        result
+    }
+
     /// Publishes every request at once, so that a broadcast to several
     /// namespaces still fails within one command timeout.
     pub(crate) async fn publish_all(
@@ -308,6 +405,91 @@ impl Transport for RedisTransport {
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(publish_only(&self.publisher, d))
     }
+
+    fn deliver_all<'a>(
+        &'a self,
+        deliveries: Vec<Delivery<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<DeliveryReport, NamespaceFailure>>> {
+        Box::pin(publish_runs(&self.publisher, deliveries))
+    }
+}
+
+/// The one channel of a delivery with an id to a single namespace, with
+/// its encoded request: what a run script can take.
+fn runnable<C: PubsubInterface + LuaInterface + Send + Sync>(
+    publisher: &Publisher<C>,
+    d: &Delivery<'_>,
+) -> Option<(NamespaceTargets, String, Vec<u8>)> {
+    let id = d.id?;
+    let mut groups = d.targets.namespaces();
+    let group = groups.next()?;
+    if groups.next().is_some() || id.is_empty() {
+        return None;
+    }
+    let (channel, bytes) = publisher.encode(group, d).ok()?;
+    Some((group.clone(), channel, bytes))
+}
+
+/// Deliveries in order: consecutive ones with an id to the same single
+/// channel go out in one script call each (up to [`MAX_RUN`]); the others
+/// one by one. Stops at the first failure.
+async fn publish_runs<C: PubsubInterface + LuaInterface + Send + Sync>(
+    publisher: &Publisher<C>,
+    deliveries: Vec<Delivery<'_>>,
+) -> Vec<Result<DeliveryReport, NamespaceFailure>> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut i = 0;
+    while i < deliveries.len() {
+        let Some((group, channel, bytes)) = runnable(publisher, &deliveries[i]) else {
+            let result = publish_only(publisher, deliveries[i]).await;
+            let failed = result.is_err();
+            out.push(result);
+            if failed {
+                return out;
+            }
+            i += 1;
+            continue;
+        };
+        let event = deliveries[i].event;
+        let mut run = vec![(deliveries[i].id.unwrap_or_default().to_owned(), bytes)];
+        let mut j = i + 1;
+        while j < deliveries.len() && run.len() < MAX_RUN {
+            match runnable(publisher, &deliveries[j]) {
+                Some((_, c, b)) if c == channel => {
+                    run.push((deliveries[j].id.unwrap_or_default().to_owned(), b));
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        match publisher.publish_run(&channel, run, event).await {
+            Ok(counts) => {
+                for receivers in counts {
+                    let mut tally = Tally::default();
+                    match receivers {
+                        Some(r) => tally.published(&group, r),
+                        None => tally.report.duplicate = true,
+                    }
+                    out.push(tally.finish());
+                }
+                i = j;
+            }
+            Err(error) => {
+                // The script runs whole or not at all; a timeout may hide a
+                // run that went out, which the ids make harmless to retry.
+                let error = match error {
+                    PublishError::Timeout { timeout, .. } => TransportError::Timeout(timeout),
+                    other => TransportError::Adapter(Box::new(other)),
+                };
+                out.push(Err(NamespaceFailure {
+                    target: group,
+                    error,
+                }));
+                return out;
+            }
+        }
+    }
+    out
 }
 
 /// A delivery by publishing alone: a worker's, and a server's remote-only

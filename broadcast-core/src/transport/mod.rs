@@ -21,7 +21,7 @@ pub(crate) use socketio::emit_group;
 
 /// One event, ready to deliver: its name, its targets, the rooms to skip and
 /// the payload serialized once.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
     /// The Socket.IO event name.
     pub event: &'static str,
@@ -159,4 +159,28 @@ pub trait Transport: Send + Sync + 'static {
         &'a self,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>>;
+
+    /// Delivers several events in order, as [`deliver`](Self::deliver)
+    /// one after the other would, stopping at the first failure (then the
+    /// last result is that failure, and the later events were not tried).
+    /// An outbox relay hands each stream's rows to it; a transport that can
+    /// send a run of them in one round trip, in order, overrides it (the
+    /// Redis worker's does, for deliveries with an id).
+    fn deliver_all<'a>(
+        &'a self,
+        deliveries: Vec<Delivery<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<DeliveryReport, NamespaceFailure>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let result = self.deliver(d).await;
+                let failed = result.is_err();
+                out.push(result);
+                if failed {
+                    break;
+                }
+            }
+            out
+        })
+    }
 }
