@@ -65,18 +65,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr: SocketAddr = format!("{host}:{port}").parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!(
-        "chat listening on http://{} ({}, messages {})",
-        listener.local_addr()?,
-        match &redis_url {
-            Some(_) => "Redis fan-out",
-            None => "in-memory",
-        },
-        match &database_url {
-            Some(_) => "in Postgres, broadcast through the outbox",
-            None => "in memory",
-        }
-    );
+    let mode = match &redis_url {
+        Some(_) => "Redis fan-out",
+        None => "in-memory",
+    };
+    let addr = listener.local_addr()?;
+    match &database_url {
+        None => println!("chat listening on http://{addr} ({mode})"),
+        Some(_) => println!(
+            "chat listening on http://{addr} ({mode}; messages in Postgres, broadcast through the outbox)"
+        ),
+    }
     let (broadcaster, store) = (app.broadcaster.clone(), app.store.clone());
     axum::serve(listener, app.router)
         .with_graceful_shutdown(async move {
