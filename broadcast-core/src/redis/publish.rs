@@ -44,12 +44,16 @@ use crate::transport::{
 /// relay takes to restart and re-deliver, short enough that the keys of a
 /// busy outbox stay small (one key of about 80 bytes per event and
 /// namespace).
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::IDEMPOTENCY_TTL.as_secs(), 3600);
+/// ```
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3600);
 
 /// The atomic check-and-publish of a delivery with an id. KEYS[1]: the
 /// id's key; ARGV: channel, request, TTL in milliseconds. Returns
 /// SPUBLISH's count, or -1 when the id was seen before (nothing published).
-pub const IDEMPOTENT_PUBLISH: &str = r#"
+pub(crate) const IDEMPOTENT_PUBLISH: &str = r#"
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then
   return redis.call('SPUBLISH', ARGV[1], ARGV[2])
 end
@@ -59,7 +63,7 @@ return -1
 /// [`IDEMPOTENT_PUBLISH`] for a run of deliveries to one channel, in order,
 /// in one round trip. KEYS: the ids' keys; ARGV: channel, TTL in
 /// milliseconds, then the requests. Returns one count (or -1) per key.
-pub const IDEMPOTENT_PUBLISH_RUN: &str = r#"
+pub(crate) const IDEMPOTENT_PUBLISH_RUN: &str = r#"
 local out = {}
 for i = 1, #KEYS do
   if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[2]) then
