@@ -6,15 +6,20 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use broadcast_rules::validate_room;
 use socketioxide::socket::Sid;
 use tracing::Instrument;
 
-use crate::error::{AlreadyInstalled, BroadcastError};
+use crate::error::{AlreadyInstalled, BroadcastError, TransportError};
 use crate::event::BroadcastEvent;
+use crate::prepared::PreparedDelivery;
+use crate::queue::{DEFAULT_QUEUE_CAPACITY, QueueCore, QueueError, QueueReport};
 use crate::target::{IntoTargets, Targets};
-use crate::transport::{Delivery, RemoteReceivers, Transport};
+#[cfg(doc)]
+use crate::transport::Delivery;
+use crate::transport::{DeliveryReport, RemoteReceivers, Transport};
 use crate::util::{BoxFuture, echo};
 
 /// Default limit on a serialized payload: 1 MiB.
@@ -44,6 +49,9 @@ struct Inner {
     transport: Box<dyn Transport>,
     max_payload_bytes: usize,
     stats: Counters,
+    queue_capacity: usize,
+    /// Started by the first `queue()`.
+    queue: OnceLock<QueueCore>,
 }
 
 impl std::fmt::Debug for Broadcaster {
@@ -68,12 +76,27 @@ impl std::fmt::Debug for Broadcaster {
 pub struct BroadcasterBuilder {
     transport: Box<dyn Transport>,
     max_payload_bytes: usize,
+    queue_capacity: usize,
 }
 
 impl BroadcasterBuilder {
     /// Largest serialized payload accepted, in bytes (default 1 MiB).
     pub fn max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
+        self
+    }
+
+    /// How many events [`Broadcast::queue`] holds before it answers
+    /// [`QueueError::Full`] (default 16,384).
+    ///
+    /// ```no_run
+    /// # let (_layer, io) = socketioxide::SocketIo::new_layer();
+    /// let b = broadcast_core::Broadcaster::builder(broadcast_core::transport::SocketIoTransport::new(io))
+    ///     .queue_capacity(100_000)
+    ///     .build();
+    /// ```
+    pub fn queue_capacity(mut self, events: usize) -> Self {
+        self.queue_capacity = events;
         self
     }
 
@@ -84,6 +107,8 @@ impl BroadcasterBuilder {
                 transport: self.transport,
                 max_payload_bytes: self.max_payload_bytes,
                 stats: Counters::default(),
+                queue_capacity: self.queue_capacity,
+                queue: OnceLock::new(),
             }),
         }
     }
@@ -165,6 +190,9 @@ pub enum SkipReason {
     When,
     /// `broadcast_on` returned no target.
     NoTargets,
+    /// The delivery's idempotency key was delivered before (an outbox row
+    /// delivered again after a relay crash): nothing was sent this time.
+    Duplicate,
 }
 
 #[derive(Default)]
@@ -195,6 +223,7 @@ impl Broadcaster {
         BroadcasterBuilder {
             transport: Box::new(transport),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 
@@ -224,28 +253,8 @@ impl Broadcaster {
     ) -> Result<Outcome, BroadcastError> {
         let span = tracing::debug_span!("broadcast", event = E::NAME);
         let result = self.run(event, except).instrument(span.clone()).await;
-        let c = &self.inner.stats;
         let _enter = span.enter();
-        match &result {
-            Ok(Outcome::Delivered {
-                targets,
-                bytes,
-                socket_errors,
-                ..
-            }) => {
-                c.delivered.fetch_add(1, Ordering::Relaxed);
-                c.bytes.fetch_add(*bytes as u64, Ordering::Relaxed);
-                tracing::debug!(targets = targets.len(), bytes, socket_errors, "delivered");
-            }
-            Ok(Outcome::Skipped(reason)) => {
-                c.skipped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(?reason, "skipped");
-            }
-            Err(error) => {
-                c.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, "broadcast failed");
-            }
-        }
+        self.count(&result);
         result
     }
 
@@ -254,8 +263,28 @@ impl Broadcaster {
         event: &E,
         except: &Except,
     ) -> Result<Outcome, BroadcastError> {
+        let prepared = match self.prepare(event, except).await? {
+            Prepared::Ready(p) => p,
+            Prepared::Skipped(reason) => return Ok(Outcome::Skipped(reason)),
+        };
+        let (report, bytes) = self.transmit(&prepared, None).await?;
+        Ok(Outcome::Delivered {
+            targets: prepared.targets,
+            bytes,
+            socket_errors: report.socket_errors,
+            remote: report.remote,
+        })
+    }
+
+    /// The pipeline up to the transport: `when`, targets, payload, the one
+    /// serialization and the size limit.
+    async fn prepare<E: BroadcastEvent>(
+        &self,
+        event: &E,
+        except: &Except,
+    ) -> Result<Prepared, BroadcastError> {
         if !event.broadcast_when().await {
-            return Ok(Outcome::Skipped(SkipReason::When));
+            return Ok(Prepared::Skipped(SkipReason::When));
         }
         let mut targets = Targets::new();
         event
@@ -263,7 +292,7 @@ impl Broadcaster {
             .await
             .into_targets(E::NAMESPACE, &mut targets);
         if targets.is_empty() {
-            return Ok(Outcome::Skipped(SkipReason::NoTargets));
+            return Ok(Prepared::Skipped(SkipReason::NoTargets));
         }
         targets
             .validate()
@@ -310,22 +339,26 @@ impl Broadcaster {
                 limit: self.inner.max_payload_bytes,
             });
         }
-        let delivery = Delivery {
+        Ok(Prepared::Ready(PreparedDelivery {
             event: E::NAME,
-            targets: &targets,
-            except_sockets: &except.sockets,
-            except_rooms: &except.rooms,
-            payload: &payload,
-        };
-        match self.inner.transport.deliver(delivery).await {
-            Ok(report) => Ok(Outcome::Delivered {
-                targets,
-                bytes,
-                socket_errors: report.socket_errors,
-                remote: report.remote,
-            }),
+            targets,
+            except_sockets: except.sockets.clone(),
+            except_rooms: except.rooms.clone(),
+            payload,
+        }))
+    }
+
+    /// Hands a prepared delivery to the transport; returns its report and
+    /// the payload size.
+    async fn transmit(
+        &self,
+        p: &PreparedDelivery,
+        id: Option<&str>,
+    ) -> Result<(DeliveryReport, usize), BroadcastError> {
+        match self.inner.transport.deliver(p.as_delivery(id)).await {
+            Ok(report) => Ok((report, p.payload.get().len())),
             Err(failure) => Err(BroadcastError::Transport {
-                event: E::NAME,
+                event: p.event,
                 namespace: format!(
                     "namespace `{}` (rooms {:?})",
                     failure.target.namespace, failure.target.rooms
@@ -334,6 +367,208 @@ impl Broadcaster {
             }),
         }
     }
+
+    /// Delivers an event prepared earlier ([`Broadcast::prepare`], an
+    /// outbox row, a queued event) through this broadcaster's transport,
+    /// with its counters. `id`, when given, is the delivery's idempotency
+    /// key: a transport that saw it before sends nothing and the outcome is
+    /// [`SkipReason::Duplicate`] (see [`Delivery::id`]).
+    ///
+    /// ```no_run
+    /// # use broadcast_core::{BroadcastEvent, Broadcaster, Prepared};
+    /// # #[derive(serde::Serialize, BroadcastEvent)]
+    /// # struct Ping;
+    /// # async fn run(b: Broadcaster) -> Result<(), broadcast_core::BroadcastError> {
+    /// if let Prepared::Ready(p) = b.broadcast(Ping).prepare().await? {
+    ///     b.deliver(&p, Some("ping-1")).await?;
+    ///     b.deliver(&p, Some("ping-1")).await?; // a duplicate: sends nothing
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn deliver(
+        &self,
+        prepared: &PreparedDelivery,
+        id: Option<&str>,
+    ) -> Result<Outcome, BroadcastError> {
+        let span = tracing::debug_span!("deliver", event = prepared.event, id);
+        let result = async {
+            let (report, bytes) = self.transmit(prepared, id).await?;
+            if report.duplicate {
+                return Ok(Outcome::Skipped(SkipReason::Duplicate));
+            }
+            Ok(Outcome::Delivered {
+                targets: prepared.targets.clone(),
+                bytes,
+                socket_errors: report.socket_errors,
+                remote: report.remote,
+            })
+        }
+        .instrument(span.clone())
+        .await;
+        let _enter = span.enter();
+        self.count(&result);
+        result
+    }
+
+    /// The queue, started on first use (on the caller's tokio runtime).
+    fn queue_core(&self) -> &QueueCore {
+        self.inner.queue.get_or_init(|| {
+            // Weak: the queue lives inside the broadcaster it delivers with.
+            let inner = Arc::downgrade(&self.inner);
+            QueueCore::spawn(
+                self.inner.queue_capacity,
+                Arc::new(move |p: PreparedDelivery| {
+                    let inner = inner.upgrade();
+                    Box::pin(async move {
+                        let Some(inner) = inner else {
+                            return Err(BroadcastError::Transport {
+                                event: p.event,
+                                namespace: format!("{:?}", p.targets.room_names()),
+                                source: TransportError::Adapter(
+                                    "the broadcaster was dropped".into(),
+                                ),
+                            });
+                        };
+                        let outcome = Broadcaster { inner }.deliver(&p, None).await?;
+                        Ok(match outcome {
+                            Outcome::Delivered { socket_errors, .. } => socket_errors,
+                            Outcome::Skipped(_) => 0,
+                        })
+                    })
+                }),
+            )
+        })
+    }
+
+    /// Waits until every event queued with [`Broadcast::queue`] has been
+    /// delivered, or `within` has passed; reports the deliveries that failed
+    /// since the last report and what is still queued.
+    ///
+    /// ```no_run
+    /// # async fn run(b: broadcast_core::Broadcaster) {
+    /// let report = b.flush(std::time::Duration::from_secs(5)).await;
+    /// if !report.is_complete() {
+    ///     tracing::warn!(?report, "some queued broadcasts were not delivered");
+    /// }
+    /// # }
+    /// ```
+    pub async fn flush(&self, within: Duration) -> QueueReport {
+        self.queue_core().flush(within).await
+    }
+
+    /// Graceful shutdown of the queue: refuses new events
+    /// ([`QueueError::Closed`]), delivers what is queued within `within`,
+    /// then drops the rest and names it in the report
+    /// ([`QueueReport::undelivered`]). Direct broadcasts still work.
+    ///
+    /// With axum, run it in the graceful-shutdown future, before the
+    /// server stops, so that the sockets are still connected:
+    ///
+    /// ```no_run
+    /// # async fn run(b: broadcast_core::Broadcaster, app: axum::Router, l: tokio::net::TcpListener,
+    /// #     signal: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    /// axum::serve(l, app)
+    ///     .with_graceful_shutdown(async move {
+    ///         signal.await; // SIGTERM, Ctrl-C
+    ///         let report = b.shutdown(std::time::Duration::from_secs(10)).await;
+    ///         tracing::info!(?report, "broadcast queue drained");
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, within: Duration) -> QueueReport {
+        self.queue_core().shutdown(within).await
+    }
+
+    /// Delivers prepared events in order, as [`deliver`](Self::deliver)
+    /// one after the other would, stopping at the first failure (the last
+    /// result is then that failure; the events after it were not tried).
+    /// A transport may send a run of them in one round trip (the Redis
+    /// worker does, for deliveries with ids): how an outbox relay keeps up.
+    ///
+    /// ```no_run
+    /// # use broadcast_core::{Broadcaster, PreparedDelivery};
+    /// # async fn run(b: Broadcaster, p1: PreparedDelivery, p2: PreparedDelivery) {
+    /// let results = b.deliver_all(&[(&p1, Some("id-1")), (&p2, Some("id-2"))]).await;
+    /// assert!(results.len() <= 2);
+    /// # }
+    /// ```
+    pub async fn deliver_all(
+        &self,
+        items: &[(&PreparedDelivery, Option<&str>)],
+    ) -> Vec<Result<Outcome, BroadcastError>> {
+        let deliveries = items.iter().map(|(p, id)| p.as_delivery(*id)).collect();
+        let reports = self.inner.transport.deliver_all(deliveries).await;
+        reports
+            .into_iter()
+            .zip(items)
+            .map(|(report, (p, _))| {
+                let result = match report {
+                    Ok(report) if report.duplicate => Ok(Outcome::Skipped(SkipReason::Duplicate)),
+                    Ok(report) => Ok(Outcome::Delivered {
+                        targets: p.targets.clone(),
+                        bytes: p.payload.get().len(),
+                        socket_errors: report.socket_errors,
+                        remote: report.remote,
+                    }),
+                    Err(failure) => Err(BroadcastError::Transport {
+                        event: p.event,
+                        namespace: format!(
+                            "namespace `{}` (rooms {:?})",
+                            failure.target.namespace, failure.target.rooms
+                        ),
+                        source: failure.error,
+                    }),
+                };
+                self.count(&result);
+                result
+            })
+            .collect()
+    }
+
+    /// Updates the counters and logs one result.
+    fn count(&self, result: &Result<Outcome, BroadcastError>) {
+        let c = &self.inner.stats;
+        match result {
+            Ok(Outcome::Delivered {
+                targets,
+                bytes,
+                socket_errors,
+                ..
+            }) => {
+                c.delivered.fetch_add(1, Ordering::Relaxed);
+                c.bytes.fetch_add(*bytes as u64, Ordering::Relaxed);
+                tracing::debug!(targets = targets.len(), bytes, socket_errors, "delivered");
+            }
+            Ok(Outcome::Skipped(reason)) => {
+                c.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?reason, "skipped");
+            }
+            Err(error) => {
+                c.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "broadcast failed");
+            }
+        }
+    }
+}
+
+/// What [`Broadcast::queue`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// The queue holds it; it will be delivered in order.
+    Accepted,
+    /// Its pipeline decided not to send it (`when`, no target).
+    Skipped(SkipReason),
+}
+
+/// What [`Broadcast::prepare`] gives: an event ready to deliver, or why
+/// there is nothing to send.
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// The pipeline ran: deliver it now or later.
+    Ready(PreparedDelivery),
+    /// Nothing to send, and why.
+    Skipped(SkipReason),
 }
 
 /// A broadcast being prepared: add exclusions, then `.await` it. Nothing is
@@ -396,6 +631,83 @@ impl<E: BroadcastEvent + 'static> Broadcast<E> {
         match &mut self.state {
             State::Prepared { except, .. } => Some(except),
             State::Running(_) | State::Done => None,
+        }
+    }
+
+    /// Runs the event's pipeline (`when`, targets, payload, the one
+    /// serialization, the size limit) without delivering it: the result can
+    /// be stored and delivered later with [`Broadcaster::deliver`].
+    ///
+    /// ```
+    /// # use broadcast_core::{BroadcastEvent, Prepared, testing::FakeBroadcaster};
+    /// # #[derive(serde::Serialize, BroadcastEvent)]
+    /// # #[broadcast(on = "lobby")]
+    /// # struct Ping;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let b = FakeBroadcaster::new().broadcaster();
+    /// let Prepared::Ready(p) = b.broadcast(Ping).prepare().await.unwrap() else { unreachable!() };
+    /// assert_eq!(p.targets().room_names(), ["lobby"]);
+    /// # }
+    /// ```
+    pub async fn prepare(self) -> Result<Prepared, BroadcastError> {
+        self.prepare_with().await.map(|(_, p)| p)
+    }
+
+    /// [`prepare`](Self::prepare), with the broadcaster it used.
+    pub(crate) async fn prepare_with(mut self) -> Result<(Broadcaster, Prepared), BroadcastError> {
+        let State::Prepared {
+            event,
+            broadcaster,
+            except,
+        } = std::mem::replace(&mut self.state, State::Done)
+        else {
+            panic!(
+                "a `Broadcast` of `{}` was prepared after it was polled",
+                E::NAME
+            );
+        };
+        let broadcaster = match broadcaster {
+            Some(b) => b,
+            None => current().ok_or(BroadcastError::NotInstalled { event: E::NAME })?,
+        };
+        let prepared = broadcaster.prepare(&event, &except).await;
+        if let Err(e) = &prepared {
+            broadcaster
+                .inner
+                .stats
+                .failed
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(event = E::NAME, error = %e, "broadcast failed");
+        }
+        Ok((broadcaster, prepared?))
+    }
+
+    /// Runs the event's pipeline now and hands the result to the
+    /// broadcaster's bounded in-process queue, which delivers it in the
+    /// background, in order. Returns once the queue accepted it; a full
+    /// queue is [`QueueError::Full`], an event that fails its pipeline is
+    /// [`QueueError::Broadcast`]. See [`Broadcaster::flush`] and
+    /// [`Broadcaster::shutdown`].
+    ///
+    /// ```no_run
+    /// # use broadcast_core::{broadcast, BroadcastEvent, Queued};
+    /// # #[derive(serde::Serialize, BroadcastEvent)]
+    /// # struct Ping;
+    /// # async fn run() -> Result<(), broadcast_core::QueueError> {
+    /// assert_eq!(broadcast(Ping).queue().await?, Queued::Accepted);
+    /// # Ok(()) }
+    /// ```
+    pub async fn queue(self) -> Result<Queued, QueueError> {
+        let (broadcaster, prepared) = self.prepare_with().await?;
+        match prepared {
+            Prepared::Ready(p) => {
+                broadcaster.queue_core().push(p)?;
+                Ok(Queued::Accepted)
+            }
+            Prepared::Skipped(reason) => {
+                broadcaster.count(&Ok(Outcome::Skipped(reason)));
+                Ok(Queued::Skipped(reason))
+            }
         }
     }
 

@@ -60,6 +60,10 @@ mod kind;
 mod error;
 // How a serialized event reaches sockets.
 pub mod transport;
+// A pipeline's result, kept to deliver later.
+mod prepared;
+// The bounded in-process queue of prepared deliveries.
+mod queue;
 // The pipeline and `broadcast()`.
 mod broadcaster;
 // The recording fake.
@@ -75,18 +79,23 @@ pub mod history;
 // Delivery across processes.
 #[cfg(feature = "redis")]
 pub mod redis;
+// Transactional broadcasting through a Postgres outbox.
+#[cfg(feature = "postgres")]
+pub mod outbox;
 
 /// The naming rules, limits and protocol event names, shared with the
 /// derives and the generator.
 pub use broadcast_rules as rules;
 
 pub use broadcaster::{
-    Broadcast, Broadcaster, BroadcasterBuilder, Outcome, SkipReason, Stats, broadcast, install,
-    with_broadcaster,
+    Broadcast, Broadcaster, BroadcasterBuilder, Outcome, Prepared, Queued, SkipReason, Stats,
+    broadcast, install, with_broadcaster,
 };
 pub use error::{AlreadyInstalled, BroadcastError, TransportError};
 pub use event::{BroadcastEvent, PayloadError, Resource};
 pub use position::{DEFAULT_MAX_REPLAY, EventPosition, HistoryPolicy, Position};
+pub use prepared::{PreparedDelivery, PreparedError};
+pub use queue::{DEFAULT_QUEUE_CAPACITY, QueueError, QueueFailure, QueueReport};
 pub use room::Room;
 pub use target::{IntoTargets, NamespaceTargets, Target, Targets};
 

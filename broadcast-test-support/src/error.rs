@@ -19,6 +19,24 @@ pub enum HarnessError {
         /// The binary that was looked for.
         binary: &'static str,
     },
+    /// PostgreSQL cannot be reached while `CI=true`: must fail, not skip.
+    #[error(
+        "PostgreSQL not reachable at {url} and CI=true: integration tests must not be skipped in CI; install and start it (apt-get install postgresql; pg_ctlcluster <version> main start), or set DATABASE_URL: {reason}"
+    )]
+    MissingPostgresInCi {
+        /// The server URL tried (without a password).
+        url: String,
+        /// Why the connection failed.
+        reason: String,
+    },
+    /// A statement of the Postgres helpers failed.
+    #[error("PostgreSQL error while {context}: {reason}")]
+    Postgres {
+        /// What the harness was doing.
+        context: String,
+        /// The driver's message.
+        reason: String,
+    },
     /// An I/O operation failed.
     #[error("I/O error while {context}: {source}")]
     Io {

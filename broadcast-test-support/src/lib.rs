@@ -6,6 +6,7 @@
 //! - [`redis`]: `redis-server` processes and clusters on free loopback ports,
 //!   and commands to them through fred.
 //! - [`ports`]: free loopback ports, never the shared Redis's.
+//! - [`postgres`]: a fresh database per test on the machine's PostgreSQL.
 //! - [`process`]: children that die with the process that started them.
 //! - [`env`](mod@env): the CI policy (a missing binary skips loudly outside CI and
 //!   fails in CI) and temp dirs.
@@ -14,6 +15,7 @@
 pub mod env;
 mod error;
 pub mod ports;
+pub mod postgres;
 pub mod process;
 pub mod redis;
 pub mod server;

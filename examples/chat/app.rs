@@ -10,10 +10,11 @@
 //! of reading the author from the body.
 
 use std::error::Error;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::Path;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,16 +29,38 @@ use socketioxide::extract::SocketRef;
 use crate::events::{
     MessagePosted, User, UserNotified, UserRoom, chat, may_access, now_rfc3339, valid_user_name,
 };
+use crate::store::{MAX_LIMIT, Store, StoredMessage};
 
 /// A built chat server.
 pub struct App {
     pub router: axum::Router,
     pub broadcaster: Broadcaster,
+    pub store: Arc<Store>,
 }
 
 /// Builds the server: in-memory when `redis_url` is `None`, else joined to
-/// the other servers through Redis.
-pub async fn build(redis_url: Option<&str>) -> Result<App, Box<dyn Error>> {
+/// the other servers through Redis; messages in Postgres (broadcast through
+/// the outbox, after commit) when `database_url` is set, else in memory.
+pub async fn build(
+    redis_url: Option<&str>,
+    database_url: Option<&str>,
+) -> Result<App, Box<dyn Error>> {
+    let (router, broadcaster) = build_socketio(redis_url).await?;
+    let store = Arc::new(match database_url {
+        Some(url) => Store::postgres(url, broadcaster.clone()).await?,
+        None => Store::memory(),
+    });
+    Ok(App {
+        router: router.with_state(store.clone()),
+        broadcaster,
+        store,
+    })
+}
+
+/// The routes under the Socket.IO layer, and the broadcaster.
+async fn build_socketio(
+    redis_url: Option<&str>,
+) -> Result<(axum::Router<Arc<Store>>, Broadcaster), Box<dyn Error>> {
     // The chat's login errors say what to fix, and hold nothing secret.
     let rooms = Rooms::builder()
         .authenticate(authenticate)
@@ -49,20 +72,14 @@ pub async fn build(redis_url: Option<&str>) -> Result<App, Box<dyn Error>> {
             rooms.ns(&io, "/", on_connect);
             rooms.attach(&io);
             let broadcaster = Broadcaster::socketio(io);
-            Ok(App {
-                router: routes().layer(layer),
-                broadcaster,
-            })
+            Ok((routes().layer(layer), broadcaster))
         }
         Some(url) => {
             let config = broadcast_core::redis::RedisConfig::from_url(url)?;
             let parts = broadcast_core::redis::server(config).await?;
             rooms.ns(&parts.io, "/", on_connect).await?;
             rooms.attach(&parts.io).await?;
-            Ok(App {
-                router: routes().layer(parts.layer),
-                broadcaster: parts.broadcaster,
-            })
+            Ok((routes().layer(parts.layer), parts.broadcaster))
         }
     }
 }
@@ -90,7 +107,7 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
     tracing::info!(sid = %socket.id, "connected");
 }
 
-fn routes() -> axum::Router {
+fn routes() -> axum::Router<Arc<Store>> {
     axum::Router::new()
         .route("/", get(|| async { Html(include_str!("page.html")) }))
         .route(
@@ -115,7 +132,10 @@ fn routes() -> axum::Router {
             }),
         )
         .route("/chats", get(list_chats))
-        .route("/chats/{chat_id}/messages", post(post_message))
+        .route(
+            "/chats/{chat_id}/messages",
+            post(post_message).get(list_messages),
+        )
         .route("/users/{name}/notify", post(notify))
 }
 
@@ -172,7 +192,50 @@ fn not_json() -> Response {
     )
 }
 
-async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<i64>,
+}
+
+/// `GET /chats/{id}/messages?limit=N`: the last N (default 50, at most 500)
+/// messages of a public chat, newest last. Private chats' histories are not
+/// served: the demo has no session to check membership against.
+async fn list_messages(
+    State(store): State<Arc<Store>>,
+    Path(chat_id): Path<String>,
+    Query(page): Query<Page>,
+) -> Response {
+    let Some(chat) = chat_id.parse::<u64>().ok().and_then(chat) else {
+        return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
+    };
+    if chat.members.is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("chat {} is private", chat.id),
+        );
+    }
+    let limit = page.limit.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("limit must be 1 to {MAX_LIMIT}"),
+        );
+    }
+    match store.recent(chat.id, limit).await {
+        Ok(messages) => Json(messages).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "reading messages failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "reading messages failed")
+        }
+    }
+}
+
+async fn post_message(
+    State(store): State<Arc<Store>>,
+    Path(chat_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Ok(chat_id) = chat_id.parse::<u64>() else {
         return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
     };
@@ -205,11 +268,18 @@ async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Byt
             "text must be 1 to 2000 characters",
         );
     }
+    let sent_at = now_rfc3339();
+    let stored = StoredMessage {
+        chat_id: chat_id as i64,
+        author: msg.author.clone(),
+        text: msg.text.clone(),
+        sent_at: sent_at.clone(),
+    };
     let mut b = broadcast(MessagePosted {
         chat_id,
         author: msg.author,
         text: msg.text,
-        sent_at: now_rfc3339(),
+        sent_at,
     });
     // Laravel's toOthers(): the sending socket does not get its own message.
     if let Some(sid) = headers.get("x-socket-id") {
@@ -218,7 +288,40 @@ async fn post_message(Path(chat_id): Path<String>, headers: HeaderMap, body: Byt
             Err(_) => return error(StatusCode::BAD_REQUEST, "X-Socket-ID is not text"),
         }
     }
-    delivered(MessagePosted::NAME, b.await)
+    // Stored, and broadcast: at once in memory, after the commit with
+    // Postgres (through the outbox).
+    match store.post(stored, b).await {
+        Ok(rooms) => accepted(MessagePosted::NAME, rooms),
+        Err(e) => match e.downcast::<broadcast_core::BroadcastError>() {
+            Ok(e) => delivered(MessagePosted::NAME, Err(*e)),
+            Err(e) => match e.downcast::<broadcast_core::outbox::OutboxError>() {
+                Ok(e) => match *e {
+                    broadcast_core::outbox::OutboxError::Broadcast(e) => {
+                        delivered(MessagePosted::NAME, Err(e))
+                    }
+                    other => unavailable(&other.to_string(), false),
+                },
+                Err(e) => unavailable(&e.to_string(), false),
+            },
+        },
+    }
+}
+
+fn accepted(event: &str, rooms: Vec<String>) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "event": event, "rooms": rooms })),
+    )
+        .into_response()
+}
+
+fn unavailable(msg: &str, delivered_locally: bool) -> Response {
+    tracing::error!(error = msg, "post failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "error": msg, "delivered_locally": delivered_locally })),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -226,7 +329,12 @@ struct Notification {
     text: String,
 }
 
-async fn notify(Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn notify(
+    State(_): State<Arc<Store>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if !valid_user_name(&name) {
         return error(StatusCode::NOT_FOUND, format!("no user `{name}`"));
     }

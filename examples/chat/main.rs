@@ -10,7 +10,13 @@
 //! ```
 //!
 //! Environment: `PORT` (default 3000), `HOST` (default 127.0.0.1),
-//! `REDIS_URL` (optional). See README.md for the Socket.IO protocol.
+//! `REDIS_URL` (optional), `DATABASE_URL` (optional: messages are stored in
+//! Postgres and broadcast after commit through the outbox; the tables are
+//! created at startup). See README.md for the Socket.IO protocol.
+//!
+//! On SIGTERM or Ctrl-C it stops accepting, delivers queued broadcasts
+//! within 10 s (reporting any it could not send), stops its outbox relay,
+//! then exits.
 //!
 //! A demo: the "login" is a name, not a secret, and the `author` of a posted
 //! message is not checked against who sent it. A real app authenticates a
@@ -21,6 +27,7 @@
 
 mod app;
 mod events;
+mod store;
 
 use std::net::SocketAddr;
 
@@ -45,7 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let redis_url = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty());
-    let app = app::build(redis_url.as_deref()).await?;
+    let database_url = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty());
+    let app = app::build(redis_url.as_deref(), database_url.as_deref()).await?;
     broadcast_core::install(app.broadcaster.clone())?;
 
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
@@ -57,14 +65,48 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr: SocketAddr = format!("{host}:{port}").parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    println!(
-        "chat listening on http://{} ({})",
-        listener.local_addr()?,
-        match &redis_url {
-            Some(_) => "Redis fan-out",
-            None => "in-memory",
-        }
-    );
-    axum::serve(listener, app.router).await?;
+    let mode = match &redis_url {
+        Some(_) => "Redis fan-out",
+        None => "in-memory",
+    };
+    let addr = listener.local_addr()?;
+    match &database_url {
+        None => println!("chat listening on http://{addr} ({mode})"),
+        Some(_) => println!(
+            "chat listening on http://{addr} ({mode}; messages in Postgres, broadcast through the outbox)"
+        ),
+    }
+    let (broadcaster, store) = (app.broadcaster.clone(), app.store.clone());
+    axum::serve(listener, app.router)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Sockets are still connected: deliver what is queued first.
+            let report = broadcaster
+                .shutdown(std::time::Duration::from_secs(10))
+                .await;
+            if report.is_complete() {
+                tracing::info!(delivered = report.delivered, "broadcast queue drained");
+            } else {
+                tracing::error!(?report, "some queued broadcasts were not delivered");
+            }
+            store.shutdown().await;
+        })
+        .await?;
     Ok(())
+}
+
+/// SIGTERM (how process managers stop a server) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

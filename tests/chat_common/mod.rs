@@ -220,6 +220,7 @@ impl ChatServer {
             cmd.env("PORT", port.to_string())
                 .env_remove("HOST")
                 .env_remove("REDIS_URL")
+                .env_remove("DATABASE_URL")
                 .env("RUST_LOG", "info,socketioxide=warn")
                 .stdin(Stdio::null())
                 .stdout(out)

@@ -8,6 +8,7 @@ use socketioxide::adapter::Adapter;
 use super::{Append, Feed, Live, Read, Store, Stored, new_epoch, now_ms};
 use crate::error::TransportError;
 use crate::position::{HistoryPolicy, Position};
+use crate::transport::RecentIds;
 use crate::util::BoxFuture;
 
 /// Streams are pruned when there are more than this many.
@@ -18,6 +19,8 @@ const PRUNE_AT: usize = 4096;
 /// room reach every socket in offset order.
 pub(crate) struct MemoryStore<A: Adapter> {
     feed: Weak<Feed<A>>,
+    /// Ids of appended events, per room.
+    recent: RecentIds,
     streams: Mutex<HashMap<(String, String), Shared>>,
 }
 
@@ -57,6 +60,7 @@ impl<A: Adapter> MemoryStore<A> {
     pub(crate) fn new(feed: Arc<Feed<A>>) -> Self {
         Self {
             feed: Arc::downgrade(&feed),
+            recent: RecentIds::default(),
             streams: Mutex::new(HashMap::new()),
         }
     }
@@ -85,8 +89,15 @@ impl<A: Adapter> MemoryStore<A> {
 }
 
 impl<A: Adapter> Store for MemoryStore<A> {
-    fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<u64, TransportError>> {
+    fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
+            if let Some(id) = e.id
+                && !self
+                    .recent
+                    .claim(&format!("{}\0{}\0{id}", e.namespace, e.room))
+            {
+                return Ok(None);
+            }
             let stream = self.stream(e.namespace, e.room, e.policy);
             let mut s = stream.lock().await;
             let now = now_ms();
@@ -116,7 +127,7 @@ impl<A: Adapter> Store for MemoryStore<A> {
             if let Some(feed) = self.feed.upgrade() {
                 feed.deliver(live).await;
             }
-            Ok(1)
+            Ok(Some(1))
         })
     }
 

@@ -203,14 +203,21 @@ pub(crate) struct Append<'a> {
     pub(crate) event: &'a str,
     pub(crate) payload: &'a RawValue,
     pub(crate) except: &'a [Sid],
+    /// The delivery's idempotency id: an event appended once with an id is
+    /// not appended again with it (a relay that crashed before marking it
+    /// sent delivers it again).
+    pub(crate) id: Option<&'a str>,
 }
 
 /// Where history rooms' streams live: assigns offsets, keeps events and
 /// gets them to every server's local sockets.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Appends one event and publishes it; returns how many servers were
-    /// sent it (1 in memory).
-    fn append<'a>(&'a self, event: Append<'a>) -> BoxFuture<'a, Result<u64, TransportError>>;
+    /// sent it (1 in memory), or `None` when its id was appended before.
+    fn append<'a>(
+        &'a self,
+        event: Append<'a>,
+    ) -> BoxFuture<'a, Result<Option<u64>, TransportError>>;
 
     /// The room's position and, with `since`, the events after it when
     /// they are all kept and at most `max` (else `after` is `None`).

@@ -55,6 +55,9 @@ impl<T: Transport> Transport for HistoryTransport<T> {
         }
         Box::pin(async move {
             let mut report = DeliveryReport::default();
+            // Without an id nothing is a duplicate; with one, the delivery
+            // is one when every part of it was.
+            let mut all_duplicates = d.id.is_some();
             for group in d.targets.namespaces() {
                 let (kept, plain): (Vec<_>, Vec<_>) = group
                     .rooms
@@ -73,8 +76,10 @@ impl<T: Transport> Transport for HistoryTransport<T> {
                         except_sockets: d.except_sockets,
                         except_rooms: &except,
                         payload: d.payload,
+                        id: d.id,
                     };
                     let r = self.inner.deliver(part).await?;
+                    all_duplicates &= r.duplicate;
                     report.namespaces += r.namespaces;
                     report.socket_errors += r.socket_errors;
                     report.remote.extend(r.remote);
@@ -91,9 +96,14 @@ impl<T: Transport> Transport for HistoryTransport<T> {
                         event: d.event,
                         payload: d.payload,
                         except: d.except_sockets,
+                        id: d.id,
                     };
                     match self.store.append(append).await {
-                        Ok(n) => receivers = Some(receivers.unwrap_or(u64::MAX).min(n)),
+                        Ok(Some(n)) => {
+                            all_duplicates = false;
+                            receivers = Some(receivers.unwrap_or(u64::MAX).min(n));
+                        }
+                        Ok(None) => {}
                         Err(error) => {
                             return Err(NamespaceFailure {
                                 target: NamespaceTargets {
@@ -113,6 +123,7 @@ impl<T: Transport> Transport for HistoryTransport<T> {
                     });
                 }
             }
+            report.duplicate = all_duplicates;
             Ok(report)
         })
     }

@@ -32,6 +32,7 @@ use socketioxide_redis::drivers::Driver;
 
 use super::RedisConfig;
 use super::driver::MeteredFredDriver;
+use super::publish::IDEMPOTENCY_TTL;
 use super::stats::{Counters, RedisStats};
 use crate::error::TransportError;
 use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch};
@@ -48,6 +49,9 @@ const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
 
 const APPEND: &str = r"
 local meta, stream, channel = KEYS[1], KEYS[2], KEYS[3]
+if ARGV[8] ~= '' and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[8]) then
+  return {0, '', -1}
+end
 local epoch = redis.call('HGET', meta, 'e')
 if not epoch then
   epoch = ARGV[1]
@@ -92,6 +96,8 @@ struct Keys {
     meta: String,
     stream: String,
     channel: String,
+    /// Prefix of the room's idempotency keys (an id follows).
+    ids: String,
 }
 
 fn shard_tag(prefix: &str, shard: u32) -> String {
@@ -121,6 +127,7 @@ fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
         meta: format!("{tag}#{id}#meta"),
         stream: format!("{tag}#{id}#stream"),
         channel: format!("{tag}#events"),
+        ids: format!("{tag}#{id}#id:"),
     }
 }
 
@@ -153,7 +160,7 @@ fn malformed(what: &str) -> TransportError {
 }
 
 impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
-    fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<u64, TransportError>> {
+    fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
             let k = keys(&self.prefix, e.namespace, e.room);
             let except: Vec<String> = e.except.iter().map(Sid::to_string).collect();
@@ -173,11 +180,16 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
                 e.payload.get().into(),
                 header.into(),
                 ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
+                e.id.map_or_else(String::new, |_| {
+                    (IDEMPOTENCY_TTL.as_millis() as u64).to_string()
+                })
+                .into(),
             ];
+            let id_key = format!("{}{}", k.ids, e.id.unwrap_or_default());
             let c = self.stats.counters();
             let answer: RedisValue = self
                 .client
-                .eval(APPEND, vec![k.meta, k.stream, k.channel], args)
+                .eval(APPEND, vec![k.meta, k.stream, k.channel, id_key], args)
                 .await
                 .map_err(|err| {
                     Counters::add(&c.publish_failed, 1);
@@ -188,8 +200,9 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
             let RedisValue::Array(parts) = answer else {
                 return Err(malformed("not an array"));
             };
-            let receivers = parts.get(2).and_then(RedisValue::as_u64).unwrap_or(0);
-            Ok(receivers)
+            let receivers = parts.get(2).and_then(RedisValue::as_i64).unwrap_or(0);
+            // -1: the id was appended before.
+            Ok(u64::try_from(receivers).ok())
         })
     }
 

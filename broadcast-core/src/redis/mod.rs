@@ -107,6 +107,7 @@ pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;
 pub use fred::prelude::ReconnectPolicy;
+pub use publish::IDEMPOTENCY_TTL;
 use publish::{RedisServerTransport, RedisTransport};
 /// The socketioxide-redis version the adapter comes from.
 pub use socketioxide_redis;

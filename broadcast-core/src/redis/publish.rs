@@ -1,10 +1,27 @@
 //! Publishing broadcasts as socketioxide-redis requests, and the two
 //! transports built on it: the worker's and the server's.
+//!
+//! # At most once per id
+//!
+//! A delivery that carries an id ([`Delivery::id`], an outbox row's event
+//! id) is published by one Lua script, [`IDEMPOTENT_PUBLISH`]: `SET key NX
+//! PX ttl`, then `SPUBLISH` only if the key was new. Redis runs a script
+//! atomically, so "seen before" and "published" cannot come apart: a relay
+//! killed after the script and before it marked the row delivered re-runs
+//! the script for the same id, which publishes nothing. The key carries the
+//! channel as its hash tag (`{socket.io-request#/#}:broadcast-id:<id>`), so
+//! on Redis Cluster it lives in the channel's slot, on the shard the
+//! script's `SPUBLISH` goes to. A server transport runs the script before it
+//! emits to its own sockets, and emits only if the id was new. Keys expire
+//! after [`IDEMPOTENCY_TTL`]: a re-delivery later than that is not caught.
+//! A prefix with `{` or `}` but no hash tag of its own cannot be matched by
+//! a key's slot: on Redis Cluster its script fails with `CROSSSLOT`, an
+//! error (the row is retried, then parked), never a silent duplicate.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, PubsubInterface};
+use fred::interfaces::{ClientLike, LuaInterface, PubsubInterface};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::remote_packet::{RequestOut, RequestTypeOut};
@@ -22,6 +39,58 @@ use crate::target::NamespaceTargets;
 use crate::transport::{
     BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Tally, Transport, emit_group,
 };
+
+/// How long Redis remembers a delivered id (one hour): far longer than a
+/// relay takes to restart and re-deliver, short enough that the keys of a
+/// busy outbox stay small (one key of about 80 bytes per event and
+/// namespace).
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::IDEMPOTENCY_TTL.as_secs(), 3600);
+/// ```
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3600);
+
+/// The atomic check-and-publish of a delivery with an id. KEYS[1]: the
+/// id's key; ARGV: channel, request, TTL in milliseconds. Returns
+/// SPUBLISH's count, or -1 when the id was seen before (nothing published).
+pub(crate) const IDEMPOTENT_PUBLISH: &str = r#"
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[3]) then
+  return redis.call('SPUBLISH', ARGV[1], ARGV[2])
+end
+return -1
+"#;
+
+/// [`IDEMPOTENT_PUBLISH`] for a run of deliveries to one channel, in order,
+/// in one round trip. KEYS: the ids' keys; ARGV: channel, TTL in
+/// milliseconds, then the requests. Returns one count (or -1) per key.
+pub(crate) const IDEMPOTENT_PUBLISH_RUN: &str = r#"
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', ARGV[2]) then
+    out[i] = redis.call('SPUBLISH', ARGV[1], ARGV[2 + i])
+  else
+    out[i] = -1
+  end
+end
+return out
+"#;
+
+/// Most deliveries one run script publishes.
+const MAX_RUN: usize = 128;
+
+/// The Redis key that records delivery `id` on `channel`: in the channel's
+/// cluster slot (Redis hashes a shard channel's name as it hashes a key, hash
+/// tags included, so a channel with a tag of its own is kept as the prefix).
+pub(crate) fn idempotency_key(channel: &str, id: &str) -> String {
+    let has_tag = channel
+        .find('{')
+        .is_some_and(|open| channel[open + 1..].find('}').is_some_and(|len| len > 0));
+    if has_tag {
+        format!("{channel}:broadcast-id:{id}")
+    } else {
+        format!("{{{channel}}}:broadcast-id:{id}")
+    }
+}
 
 /// socketioxide-redis's channel for requests to every server of a namespace.
 pub(crate) fn request_channel(prefix: &str, namespace: &str) -> String {
@@ -70,7 +139,7 @@ pub(crate) struct Publisher<C> {
     stats: RedisStats,
 }
 
-impl<C: PubsubInterface + Send + Sync> Publisher<C> {
+impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
     pub(crate) fn new(client: C, config: &RedisConfig, node_id: Uid, stats: RedisStats) -> Self {
         Self {
             client,
@@ -102,13 +171,15 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         Ok((request_channel(&self.prefix, &group.namespace), bytes))
     }
 
-    /// Publishes one request; returns how many other processes received it.
+    /// Publishes one request; returns how many other processes received it,
+    /// or `None` when `id` was published before (nothing was sent).
     pub(crate) async fn publish(
         &self,
         channel: String,
         bytes: Vec<u8>,
         event: &'static str,
-    ) -> Result<u64, PublishError> {
+        id: Option<&str>,
+    ) -> Result<Option<u64>, PublishError> {
         let c = self.stats.counters();
         let len = bytes.len() as u64;
         // fred enforces the command timeout itself, and skips a timed-out
@@ -116,12 +187,35 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         // go out late after a reconnect. This outer bound only keeps a fred
         // bug from turning into a hung broadcast.
         let outer = self.timeout + Duration::from_millis(500);
-        let result = match tokio::time::timeout(
-            outer,
-            self.client.spublish::<i64, _, _>(channel.as_str(), bytes),
-        )
-        .await
-        {
+        let command = async {
+            match id {
+                None => {
+                    self.client
+                        .spublish::<i64, _, _>(channel.as_str(), bytes)
+                        .await
+                }
+                Some(id) => {
+                    let ttl = i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX);
+                    let args: Vec<fred::types::Value> = vec![
+                        channel.as_str().into(),
+                        fred::types::Value::Bytes(bytes.into()),
+                        ttl.into(),
+                    ];
+                    self.client
+                        .eval::<i64, _, _, _>(
+                            IDEMPOTENT_PUBLISH,
+                            idempotency_key(&channel, id),
+                            args,
+                        )
+                        .await
+                }
+            }
+        };
+        let result = match tokio::time::timeout(outer, command).await {
+            Ok(Ok(-1)) if id.is_some() => {
+                tracing::debug!(%channel, event, id, "already published: not sent again");
+                Ok(None)
+            }
             Ok(Ok(receivers)) => {
                 Counters::add(&c.published, 1);
                 Counters::add(&c.bytes_published, len);
@@ -134,7 +228,7 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
                     Counters::add(&c.no_receivers, 1);
                 }
                 tracing::trace!(%channel, event, receivers = others, bytes = len, "published");
-                Ok(others)
+                Ok(Some(others))
             }
             Ok(Err(source)) => Err(PublishError::from_fred(
                 channel.clone(),
@@ -153,17 +247,97 @@ impl<C: PubsubInterface + Send + Sync> Publisher<C> {
         result
     }
 
+    /// Publishes a run of requests with ids to one channel, in order, in
+    /// one script call; per request, how many other processes received it
+    /// or `None` for an id published before.
+    pub(crate) async fn publish_run(
+        &self,
+        channel: &str,
+        run: Vec<(String, Vec<u8>)>,
+        event: &'static str,
+    ) -> Result<Vec<Option<u64>>, PublishError> {
+        let c = self.stats.counters();
+        let ttl = i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX);
+        let count = run.len();
+        let lens: Vec<u64> = run.iter().map(|(_, b)| b.len() as u64).collect();
+        let mut keys = Vec::with_capacity(count);
+        let mut args: Vec<fred::types::Value> = Vec::with_capacity(count + 2);
+        args.push(channel.into());
+        args.push(ttl.into());
+        for (id, bytes) in run {
+            keys.push(idempotency_key(channel, &id));
+            args.push(fred::types::Value::Bytes(bytes.into()));
+        }
+        let outer = self.timeout + Duration::from_millis(500);
+        let result = match tokio::time::timeout(
+            outer,
+            self.client
+                .eval::<Vec<i64>, _, _, _>(IDEMPOTENT_PUBLISH_RUN, keys, args),
+        )
+        .await
+        {
+            Ok(Ok(counts)) if counts.len() == count => {
+                let own = u64::from(c.subscribed.contains(channel));
+                Ok(counts
+                    .into_iter()
+                    .zip(lens)
+                    .map(|(receivers, len)| {
+                        if receivers < 0 {
+                            return None;
+                        }
+                        Counters::add(&c.published, 1);
+                        Counters::add(&c.bytes_published, len);
+                        let others = u64::try_from(receivers).unwrap_or(0).saturating_sub(own);
+                        if others == 0 {
+                            Counters::add(&c.no_receivers, 1);
+                        }
+                        Some(others)
+                    })
+                    .collect())
+            }
+            Ok(Ok(counts)) => Err(PublishError::from_fred(
+                channel.to_owned(),
+                self.timeout,
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Parse,
+                    format!(
+                        "the publish script answered {} counts for {count} requests",
+                        counts.len()
+                    ),
+                ),
+            )),
+            Ok(Err(source)) => Err(PublishError::from_fred(
+                channel.to_owned(),
+                self.timeout,
+                source,
+            )),
+            Err(_) => Err(PublishError::Timeout {
+                channel: channel.to_owned(),
+                timeout: self.timeout,
+            }),
+        };
+        match &result {
+            Ok(_) => tracing::trace!(%channel, event, count, "published a run"),
+            Err(error) => {
+                Counters::add(&c.publish_failed, 1);
+                tracing::warn!(%channel, event, %error, "publishing to Redis failed");
+            }
+        }
+        result
+    }
+
     /// Publishes every request at once, so that a broadcast to several
     /// namespaces still fails within one command timeout.
     pub(crate) async fn publish_all(
         &self,
         requests: Vec<(NamespaceTargets, String, Vec<u8>)>,
         event: &'static str,
-    ) -> Vec<(NamespaceTargets, Result<u64, PublishError>)> {
+        id: Option<&str>,
+    ) -> Vec<(NamespaceTargets, Result<Option<u64>, PublishError>)> {
         let futures = requests
             .into_iter()
             .map(|(group, channel, bytes)| async move {
-                let result = self.publish(channel, bytes, event).await;
+                let result = self.publish(channel, bytes, event, id).await;
                 (group, result)
             });
         futures_util::future::join_all(futures).await
@@ -239,11 +413,96 @@ impl Transport for RedisTransport {
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(publish_only(&self.publisher, d))
     }
+
+    fn deliver_all<'a>(
+        &'a self,
+        deliveries: Vec<Delivery<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<DeliveryReport, NamespaceFailure>>> {
+        Box::pin(publish_runs(&self.publisher, deliveries))
+    }
+}
+
+/// The one channel of a delivery with an id to a single namespace, with
+/// its encoded request: what a run script can take.
+fn runnable<C: PubsubInterface + LuaInterface + Send + Sync>(
+    publisher: &Publisher<C>,
+    d: &Delivery<'_>,
+) -> Option<(NamespaceTargets, String, Vec<u8>)> {
+    let id = d.id?;
+    let mut groups = d.targets.namespaces();
+    let group = groups.next()?;
+    if groups.next().is_some() || id.is_empty() {
+        return None;
+    }
+    let (channel, bytes) = publisher.encode(group, d).ok()?;
+    Some((group.clone(), channel, bytes))
+}
+
+/// Deliveries in order: consecutive ones with an id to the same single
+/// channel go out in one script call each (up to [`MAX_RUN`]); the others
+/// one by one. Stops at the first failure.
+async fn publish_runs<C: PubsubInterface + LuaInterface + Send + Sync>(
+    publisher: &Publisher<C>,
+    deliveries: Vec<Delivery<'_>>,
+) -> Vec<Result<DeliveryReport, NamespaceFailure>> {
+    let mut out = Vec::with_capacity(deliveries.len());
+    let mut i = 0;
+    while i < deliveries.len() {
+        let Some((group, channel, bytes)) = runnable(publisher, &deliveries[i]) else {
+            let result = publish_only(publisher, deliveries[i]).await;
+            let failed = result.is_err();
+            out.push(result);
+            if failed {
+                return out;
+            }
+            i += 1;
+            continue;
+        };
+        let event = deliveries[i].event;
+        let mut run = vec![(deliveries[i].id.unwrap_or_default().to_owned(), bytes)];
+        let mut j = i + 1;
+        while j < deliveries.len() && run.len() < MAX_RUN {
+            match runnable(publisher, &deliveries[j]) {
+                Some((_, c, b)) if c == channel => {
+                    run.push((deliveries[j].id.unwrap_or_default().to_owned(), b));
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        match publisher.publish_run(&channel, run, event).await {
+            Ok(counts) => {
+                for receivers in counts {
+                    let mut tally = Tally::default();
+                    match receivers {
+                        Some(r) => tally.published(&group, r),
+                        None => tally.report.duplicate = true,
+                    }
+                    out.push(tally.finish());
+                }
+                i = j;
+            }
+            Err(error) => {
+                // The script runs whole or not at all; a timeout may hide a
+                // run that went out, which the ids make harmless to retry.
+                let error = match error {
+                    PublishError::Timeout { timeout, .. } => TransportError::Timeout(timeout),
+                    other => TransportError::Adapter(Box::new(other)),
+                };
+                out.push(Err(NamespaceFailure {
+                    target: group,
+                    error,
+                }));
+                return out;
+            }
+        }
+    }
+    out
 }
 
 /// A delivery by publishing alone: a worker's, and a server's remote-only
 /// retry.
-async fn publish_only<C: PubsubInterface + Send + Sync>(
+async fn publish_only<C: PubsubInterface + LuaInterface + Send + Sync>(
     publisher: &Publisher<C>,
     d: Delivery<'_>,
 ) -> Result<DeliveryReport, NamespaceFailure> {
@@ -258,15 +517,19 @@ async fn publish_only<C: PubsubInterface + Send + Sync>(
         requests.push((group.clone(), channel, bytes));
     }
     let mut tally = Tally::default();
-    for (group, result) in publisher.publish_all(requests, d.event).await {
+    let mut duplicates = 0;
+    let total = requests.len();
+    for (group, result) in publisher.publish_all(requests, d.event, d.id).await {
         match result {
-            Ok(receivers) => tally.published(&group, receivers),
+            Ok(Some(receivers)) => tally.published(&group, receivers),
+            Ok(None) => duplicates += 1,
             Err(PublishError::Timeout { timeout, .. }) => {
                 tally.failed(&group, TransportError::Timeout(timeout))
             }
             Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
         }
     }
+    tally.report.duplicate = total > 0 && duplicates == total;
     tally.finish()
 }
 
@@ -336,12 +599,61 @@ impl RedisServerTransport {
     }
 }
 
+impl RedisServerTransport {
+    /// A delivery with an id: the check-and-publish script first, then this
+    /// server's sockets, and only for the namespaces whose id was new. So a
+    /// re-delivered row reaches neither this server's sockets nor the
+    /// others'; and when Redis is down nobody gets it (the row stays to be
+    /// retried), where a plain broadcast would still reach local sockets.
+    async fn deliver_once(&self, d: Delivery<'_>) -> Result<DeliveryReport, NamespaceFailure> {
+        let mut tally = Tally::default();
+        let mut requests = Vec::new();
+        for group in d.targets.namespaces() {
+            // An unknown namespace fails before anything is recorded, so
+            // the retry is not taken for a duplicate.
+            if self.io.of(&*group.namespace).is_none() {
+                tally.failed(
+                    group,
+                    TransportError::UnknownNamespace(group.namespace.to_string()),
+                );
+                continue;
+            }
+            match self.publisher.encode(group, &d) {
+                Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
+                Err(error) => tally.failed(group, error),
+            }
+        }
+        let total = requests.len();
+        let mut duplicates = 0;
+        for (group, result) in self.publisher.publish_all(requests, d.event, d.id).await {
+            match result {
+                Ok(Some(receivers)) => {
+                    match emit_group(&self.io, &group, &d, true, &mut tally.report).await {
+                        Ok(()) => tally.published(&group, receivers),
+                        Err(error) => tally.failed(&group, error),
+                    }
+                }
+                Ok(None) => duplicates += 1,
+                Err(PublishError::Timeout { timeout, .. }) => {
+                    tally.failed(&group, TransportError::Timeout(timeout))
+                }
+                Err(other) => tally.failed(&group, TransportError::Adapter(Box::new(other))),
+            }
+        }
+        tally.report.duplicate = total > 0 && duplicates == total;
+        tally.finish()
+    }
+}
+
 impl Transport for RedisServerTransport {
     fn deliver<'a>(
         &'a self,
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(async move {
+            if d.id.is_some() {
+                return self.deliver_once(d).await;
+            }
             let mut tally = Tally::default();
             let mut requests = Vec::new();
             for group in d.targets.namespaces() {
@@ -352,9 +664,9 @@ impl Transport for RedisServerTransport {
                 }
             }
             let mut remote_failed = false;
-            for (group, result) in self.publisher.publish_all(requests, d.event).await {
+            for (group, result) in self.publisher.publish_all(requests, d.event, None).await {
                 match result {
-                    Ok(receivers) => tally.published(&group, receivers),
+                    Ok(receivers) => tally.published(&group, receivers.unwrap_or(0)),
                     Err(error) => {
                         remote_failed = true;
                         tally.failed(&group, TransportError::RemoteFailed(Box::new(error)));
@@ -436,6 +748,19 @@ mod tests {
             encode_request(Uid::new(), &group("/", &["r"]), &[], &[], "e", &payload).unwrap();
         let request: RequestIn = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(request.opts.unwrap().flags(), 0);
+    }
+
+    #[test]
+    fn idempotency_key_hashes_like_its_channel() {
+        assert_eq!(
+            idempotency_key("socket.io-request#/#", "e1"),
+            "{socket.io-request#/#}:broadcast-id:e1"
+        );
+        // A channel with a hash tag of its own is hashed by that tag.
+        assert_eq!(
+            idempotency_key("{app}-request#/#", "e1"),
+            "{app}-request#/#:broadcast-id:e1"
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::error::TransportError;
 use crate::target::{NamespaceTargets, Targets};
 pub use crate::util::BoxFuture;
 
+mod dedup;
 mod socketio;
+pub use dedup::RecentIds;
 pub use socketio::SocketIoTransport;
 pub(crate) use socketio::classify;
 #[cfg(feature = "redis")]
@@ -20,7 +22,7 @@ pub(crate) use socketio::emit_group;
 
 /// One event, ready to deliver: its name, its targets, the rooms to skip and
 /// the payload serialized once.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Delivery<'a> {
     /// The Socket.IO event name.
     pub event: &'static str,
@@ -32,6 +34,14 @@ pub struct Delivery<'a> {
     pub except_rooms: &'a [std::borrow::Cow<'static, str>],
     /// The JSON payload.
     pub payload: &'a RawValue,
+    /// An idempotency key (an outbox row's event id), or `None` for a
+    /// plain broadcast. Transports that see one deliver the event at most
+    /// once per id, so that a relay re-delivering a row after a crash sends
+    /// nothing twice: the in-process transport remembers recent ids
+    /// ([`RecentIds`]); the Redis transports check and publish in one
+    /// atomic script. A duplicate is reported as delivered to nobody
+    /// ([`DeliveryReport::duplicate`]).
+    pub id: Option<&'a str>,
 }
 
 /// A namespace's delivery failed.
@@ -54,6 +64,9 @@ pub struct DeliveryReport {
     /// For transports that publish to other processes (Redis), how many
     /// received each namespace's publish; empty for in-process delivery.
     pub remote: Vec<RemoteReceivers>,
+    /// The delivery's [`id`](Delivery::id) was seen before: nothing was
+    /// sent this time.
+    pub duplicate: bool,
 }
 
 /// How many other processes received one namespace's publish.
@@ -147,4 +160,28 @@ pub trait Transport: Send + Sync + 'static {
         &'a self,
         delivery: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>>;
+
+    /// Delivers several events in order, as [`deliver`](Self::deliver)
+    /// one after the other would, stopping at the first failure (then the
+    /// last result is that failure, and the later events were not tried).
+    /// An outbox relay hands each stream's rows to it; a transport that can
+    /// send a run of them in one round trip, in order, overrides it (the
+    /// Redis worker's does, for deliveries with an id).
+    fn deliver_all<'a>(
+        &'a self,
+        deliveries: Vec<Delivery<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<DeliveryReport, NamespaceFailure>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(deliveries.len());
+            for d in deliveries {
+                let result = self.deliver(d).await;
+                let failed = result.is_err();
+                out.push(result);
+                if failed {
+                    break;
+                }
+            }
+            out
+        })
+    }
 }

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use socketioxide::adapter::Adapter;
 use socketioxide::{BroadcastError as SioBroadcastError, SocketIo};
 
-use super::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, Tally, Transport};
+use super::{BoxFuture, Delivery, DeliveryReport, NamespaceFailure, RecentIds, Tally, Transport};
 use crate::error::TransportError;
 use crate::target::NamespaceTargets;
 
@@ -24,12 +24,17 @@ use crate::target::NamespaceTargets;
 /// ```
 pub struct SocketIoTransport<A: Adapter> {
     io: SocketIo<A>,
+    /// Ids of deliveries that carried one ([`Delivery::id`]).
+    recent: RecentIds,
 }
 
 impl<A: Adapter> SocketIoTransport<A> {
     /// Wraps a socketioxide handle.
     pub fn new(io: SocketIo<A>) -> Self {
-        Self { io }
+        Self {
+            io,
+            recent: RecentIds::default(),
+        }
     }
 }
 
@@ -39,12 +44,28 @@ impl<A: Adapter> Transport for SocketIoTransport<A> {
         d: Delivery<'a>,
     ) -> BoxFuture<'a, Result<DeliveryReport, NamespaceFailure>> {
         Box::pin(async move {
+            if let Some(id) = d.id
+                && !self.recent.claim(id)
+            {
+                return Ok(DeliveryReport {
+                    duplicate: true,
+                    ..Default::default()
+                });
+            }
             let mut tally = Tally::default();
             for group in d.targets.namespaces() {
                 match emit_group(&self.io, group, &d, false, &mut tally.report).await {
                     Ok(()) => tally.delivered(),
                     Err(error) => tally.failed(group, error),
                 }
+            }
+            // When no namespace went out, let a retry through. A partial
+            // failure keeps the id, so that the namespaces that were
+            // delivered are not delivered twice.
+            if let Some(id) = d.id
+                && tally.report.namespaces == 0
+            {
+                self.recent.release(id);
             }
             tally.finish()
         })
