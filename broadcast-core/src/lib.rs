@@ -62,6 +62,8 @@ pub mod transport;
 mod broadcaster;
 // The recording fake.
 pub mod testing;
+// Who is in a room: members, transitions, hooks.
+pub mod presence;
 // The join protocol and room registrations.
 pub mod join;
 // Listing and checking every registration.

@@ -114,7 +114,7 @@ fn protocol_shapes() -> Vec<&'static WireShape> {
         }
         out.push(shape);
         for field in shape.variants.iter().flat_map(|v| v.iter()) {
-            if let WireType::Shape(inner) = field.ty {
+            if let WireType::Shape(inner) | WireType::Array(inner) = field.ty {
                 todo.push(inner);
             }
         }
@@ -154,6 +154,7 @@ fn wire_type(ty: WireType) -> String {
         WireType::Tag(tag) => quote(tag),
         WireType::Bool(b) => b.to_string(),
         WireType::Shape(shape) => shape.name.into(),
+        WireType::Array(shape) => format!("{}[]", shape.name),
     }
 }
 
@@ -448,7 +449,7 @@ mod tests {
         assert!(
             dts.contains(
                 "export type RoomReply =\n  \
-                 | { ok: true; room: string }\n  \
+                 | { ok: true; room: string; members?: PresenceMember[] }\n  \
                  | { ok: false; error: RoomError };"
             ),
             "{dts}"

@@ -85,6 +85,8 @@ pub struct RoomDescriptor {
     pub fields: &'static [&'static str],
     /// Who may join.
     pub access: Access,
+    /// Whether the room tracks who is in it (`#[room(presence)]`).
+    pub presence: bool,
     /// Source file of the declaration.
     pub file: &'static str,
     /// Source line of the declaration.
@@ -103,6 +105,7 @@ impl fmt::Debug for RoomDescriptor {
             .field("namespace", &self.namespace)
             .field("fields", &self.fields)
             .field("access", &self.access)
+            .field("presence", &self.presence)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +121,7 @@ impl RoomDescriptor {
             namespace: R::NAMESPACE,
             fields: R::FIELDS,
             access: R::ACCESS,
+            presence: R::PRESENCE,
             file: "",
             line: 0,
             erased: Erased {

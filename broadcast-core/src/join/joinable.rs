@@ -110,6 +110,10 @@ pub trait JoinableRoom: Room + Sized + Send + Sync + 'static {
     /// `"1"`, ... for tuple structs).
     const FIELDS: &'static [&'static str];
 
+    /// Whether the room tracks who is in it ([`presence`](crate::presence);
+    /// `#[room(presence)]`). Default: no, and joins cost nothing more.
+    const PRESENCE: bool = false;
+
     /// Builds the room from the data a client sent with `join_<key>` or
     /// `leave_<key>` (`null` when it sent none).
     fn from_join_data(data: &serde_json::Value) -> Result<Self, RoomDataError>;

@@ -175,6 +175,7 @@ pub struct RoomAttrs {
     pub authorize: Option<Keyed<syn::Path>>,
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
+    pub presence: bool,
     pub krate: Option<syn::Path>,
 }
 
@@ -186,6 +187,7 @@ impl RoomAttrs {
         let mut authorize = Attr::none(cx, ROOM, AUTHORIZE);
         let mut on_join = Attr::none(cx, ROOM, ON_JOIN);
         let mut on_leave = Attr::none(cx, ROOM, ON_LEAVE);
+        let mut presence = BoolAttr::none(cx, ROOM, PRESENCE);
         let mut krate = Attr::none(cx, ROOM, CRATE);
 
         for attr in attrs {
@@ -219,6 +221,15 @@ impl RoomAttrs {
                     on_join.set_opt(&meta.path, fn_path(cx, ON_JOIN, &meta)?);
                 } else if meta.path == ON_LEAVE {
                     on_leave.set_opt(&meta.path, fn_path(cx, ON_LEAVE, &meta)?);
+                } else if meta.path == PRESENCE {
+                    if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                        cx.error_spanned_by(
+                            &meta.path,
+                            "`presence` takes no value: write `#[room(presence)]`",
+                        );
+                        skip_value(&meta)?;
+                    }
+                    presence.set_true(&meta.path);
                 } else if meta.path == CRATE {
                     krate.set_opt(&meta.path, crate_path(cx, &meta)?);
                 } else {
@@ -238,6 +249,7 @@ impl RoomAttrs {
             authorize: authorize.get_with_tokens(),
             on_join: on_join.get(),
             on_leave: on_leave.get(),
+            presence: presence.get(),
             krate: krate.get(),
         }
     }
@@ -462,7 +474,7 @@ mod tests {
             errors(cx),
             [
                 "`public` takes no value: write `#[room(public)]`",
-                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, crate",
+                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, presence, crate",
                 "`key` takes a string literal",
                 "duplicate room attribute `public`",
                 "`authorize` takes the path of a function called with `(&JoinContext, &Self)`, e.g. `authorize = my_fn` or `authorize = Self::my_fn`",

@@ -24,11 +24,14 @@ pub const PUBLIC: Symbol = Symbol("public");
 pub const AUTHORIZE: Symbol = Symbol("authorize");
 pub const ON_JOIN: Symbol = Symbol("on_join");
 pub const ON_LEAVE: Symbol = Symbol("on_leave");
+pub const PRESENCE: Symbol = Symbol("presence");
 
 /// The keys of `#[broadcast(...)]`, in the order error messages list them.
 pub const EVENT_KEYS: &[Symbol] = &[ON, AS, WHEN, NAME, NAMESPACE, PAYLOAD, CRATE];
 /// The keys of `#[room(...)]`, in the order error messages list them.
-pub const ROOM_KEYS: &[Symbol] = &[KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, CRATE];
+pub const ROOM_KEYS: &[Symbol] = &[
+    KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, PRESENCE, CRATE,
+];
 
 /// `on, as, when, ...`: for "expected one of" messages.
 pub fn list(keys: &[Symbol]) -> String {
@@ -77,7 +80,7 @@ mod tests {
         );
         assert_eq!(
             list(ROOM_KEYS),
-            "key, namespace, public, authorize, on_join, on_leave, crate"
+            "key, namespace, public, authorize, on_join, on_leave, presence, crate"
         );
     }
 

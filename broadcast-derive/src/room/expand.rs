@@ -108,6 +108,11 @@ pub fn room(m: &Room) -> TokenStream {
     };
     let on_join = hook(quote!(on_join), &m.on_join);
     let on_leave = hook(quote!(on_leave), &m.on_leave);
+    let presence = m.presence.then(|| {
+        quote!(
+            const PRESENCE: bool = true;
+        )
+    });
 
     quote! {
         #[doc(hidden)]
@@ -129,6 +134,7 @@ pub fn room(m: &Room) -> TokenStream {
                 const NAMESPACE: &'static str = #namespace;
                 const ACCESS: #j::Access = #j::Access::#access;
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
+                #presence
 
                 fn from_join_data(
                     __data: &#p::Value,

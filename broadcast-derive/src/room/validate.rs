@@ -16,6 +16,7 @@ pub struct Room<'a> {
     pub access: Access,
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
+    pub presence: bool,
     pub style: Style,
     pub fields: Vec<Field<'a>>,
 }
@@ -98,6 +99,7 @@ pub fn room<'a>(cx: &Ctxt, cont: Container<'a>, attrs: RoomAttrs) -> Room<'a> {
         access,
         on_join: attrs.on_join,
         on_leave: attrs.on_leave,
+        presence: attrs.presence,
         style,
         fields,
     }
