@@ -224,6 +224,14 @@ impl PresenceService {
         Ok(())
     }
 
+    /// Announces a transition a store decided outside `join`/`leave` (a
+    /// restored connection, a retried leave).
+    pub(crate) fn announce_key(&self, key: &str, joined: bool, t: Transition) {
+        if let Some((namespace, room)) = split_key(key) {
+            self.announce(namespace, room, None, joined, t);
+        }
+    }
+
     /// Announces transitions a store decided outside `join`/`leave` (the
     /// members of a dead server, removed by this one).
     pub(crate) fn announce_left(&self, key: &str, left: Vec<Member>, vacated: bool) {

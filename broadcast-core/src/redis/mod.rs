@@ -84,11 +84,13 @@ use socketioxide_redis::{CustomRedisAdapter, RedisAdapterConfig, RedisAdapterCtr
 use tokio::sync::{broadcast, watch};
 
 use crate::broadcaster::Broadcaster;
+use crate::presence::Presence;
 
 mod config;
 mod driver;
 mod error;
 mod inbound;
+mod presence;
 mod publish;
 mod stats;
 
@@ -102,6 +104,8 @@ pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;
 pub use fred::prelude::ReconnectPolicy;
+use presence::RedisPresenceStore;
+pub use presence::{ALIVE_TTL, HEARTBEAT, SWEEP};
 use publish::{RedisServerTransport, RedisTransport};
 /// The socketioxide-redis version the adapter comes from.
 pub use socketioxide_redis;
@@ -142,6 +146,9 @@ pub struct RedisSocketIo {
     pub remote: Broadcaster,
     /// Stats and shutdown of the Redis connection.
     pub connection: RedisConnection,
+    /// The presence of rooms, shared by every server and worker (see
+    /// [`presence`](crate::presence)).
+    pub presence: Presence,
 }
 
 impl std::fmt::Debug for RedisSocketIo {
@@ -162,6 +169,8 @@ pub struct RedisWorker {
     pub broadcaster: Broadcaster,
     /// Stats and shutdown of the Redis connection.
     pub connection: RedisConnection,
+    /// The presence of rooms, as the servers record it (queries only).
+    pub presence: Presence,
 }
 
 /// Sets up a Socket.IO server whose broadcasts reach the sockets of every
@@ -190,6 +199,10 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
     let remote = Broadcaster::builder(transport.remote_only())
         .max_payload_bytes(config.max_payload_bytes_value())
         .build();
+    let server_id = io.config().server_id.to_string();
+    let store = Arc::new(RedisPresenceStore::connect(&config, server_id.clone()).await?);
+    let service = crate::presence::registry::register(&server_id, store.clone());
+    presence::spawn_upkeep(store, Arc::downgrade(&service));
     tracing::info!(
         server_id = %io.config().server_id,
         prefix = config.prefix_str(),
@@ -203,6 +216,7 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
             .build(),
         remote,
         connection,
+        presence: Presence::new(service),
     })
 }
 
@@ -225,11 +239,16 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
 pub async fn worker(config: RedisConfig) -> Result<RedisWorker, RedisError> {
     let transport = RedisTransport::connect(&config).await?;
     let connection = transport.connection();
+    let store = RedisPresenceStore::connect(&config, String::new()).await?;
+    let service = Arc::new(crate::presence::service::PresenceService::new(Arc::new(
+        store,
+    )));
     Ok(RedisWorker {
         broadcaster: Broadcaster::builder(transport)
             .max_payload_bytes(config.max_payload_bytes_value())
             .build(),
         connection,
+        presence: Presence::new(service),
     })
 }
 
