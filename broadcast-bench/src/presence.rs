@@ -117,7 +117,11 @@ async fn connect_all(ports: [u16; 2], n: usize) -> Result<Vec<SioClient>, String
         }));
         if pending.len() == 200 || i + 1 == n {
             for p in pending.drain(..) {
-                out.push(p.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?);
+                out.push(
+                    p.await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?,
+                );
             }
         }
     }
@@ -126,13 +130,21 @@ async fn connect_all(ports: [u16; 2], n: usize) -> Result<Vec<SioClient>, String
 
 /// Every client emits `event` with its data at once; returns when every
 /// ack is in.
-async fn storm(clients: &Arc<Vec<SioClient>>, event: &'static str, own_room: bool) -> Result<Duration, String> {
+async fn storm(
+    clients: &Arc<Vec<SioClient>>,
+    event: &'static str,
+    own_room: bool,
+) -> Result<Duration, String> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..clients.len() {
         let clients = clients.clone();
         tasks.push(tokio::spawn(async move {
-            let data = if own_room { json!(format!("u{i}")) } else { json!(1) };
+            let data = if own_room {
+                json!(format!("u{i}"))
+            } else {
+                json!(1)
+            };
             let ack = clients[i]
                 .emit_with_ack("/", event, vec![data], WAIT)
                 .await
@@ -152,10 +164,16 @@ async fn storm(clients: &Arc<Vec<SioClient>>, event: &'static str, own_room: boo
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let n: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let queries: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
     let bin = chat_bin()?;
-    let redis = RedisServer::start().await?.ok_or("redis-server is not available")?;
+    let redis = RedisServer::start()
+        .await?
+        .ok_or("redis-server is not available")?;
     let (_a, pa) = start_chat(&bin, &redis.url()).await?;
     let (_b, pb) = start_chat(&bin, &redis.url()).await?;
 
@@ -164,13 +182,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, port) in [("obsa", pa), ("obsb", pb)] {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut c = SioClient::connect(addr, "/", Some(json!({"user": name}))).await?;
-        c.emit_with_ack("/", "join_chat", vec![json!(1)], WAIT).await?;
+        c.emit_with_ack("/", "join_chat", vec![json!(1)], WAIT)
+            .await?;
         let log: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
         let l = log.clone();
         tokio::spawn(async move {
             while let Ok(ev) = c.next_event(WAIT).await {
                 if ev.event.starts_with("presence_") {
-                    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Instant::now());
+                    l.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(Instant::now());
                 }
             }
         });
@@ -193,7 +214,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let want = n + 2;
     let mut complete = None;
     while complete.is_none() {
-        let (ma, mb) = (members(pa).await.unwrap_or(0), members(pb).await.unwrap_or(0));
+        let (ma, mb) = (
+            members(pa).await.unwrap_or(0),
+            members(pb).await.unwrap_or(0),
+        );
         if ma == want && mb == want {
             complete = Some(start.elapsed());
         } else if start.elapsed() > WAIT {
@@ -206,13 +230,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut frames = Vec::new();
     for log in &frame_logs {
-        let times = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let times = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let span = times
             .last()
             .map_or(0.0, |t| t.duration_since(start).as_secs_f64());
         let mut per_second = std::collections::BTreeMap::new();
         for t in &times {
-            *per_second.entry(t.duration_since(start).as_secs()).or_insert(0u32) += 1;
+            *per_second
+                .entry(t.duration_since(start).as_secs())
+                .or_insert(0u32) += 1;
         }
         let max_1s = per_second.values().copied().max().unwrap_or(0);
         frames.push(json!({

@@ -156,7 +156,7 @@ impl SocketPresence {
             .join(&self.namespace, room, &self.sid, &member)
             .await
         {
-            Ok(members) => Ok(Some(members)),
+            Ok(members) => Ok(Some(Arc::unwrap_or_clone(members))),
             Err(e) => {
                 self.forget(room);
                 Err(e)

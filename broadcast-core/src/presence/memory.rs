@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
 use super::member::{Member, PresenceError};
-use super::store::{Store, Transition};
+use super::store::{Op, Store, Transition};
 use crate::util::BoxFuture;
 
 #[derive(Default)]
@@ -24,7 +24,15 @@ pub(crate) struct MemoryStore {
 }
 
 impl MemoryStore {
-    fn join_now(&self, room: &str, conn: &str, member: &Member) -> (Transition, Vec<Member>) {
+    fn members_now(&self, room: &str) -> Vec<Member> {
+        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms
+            .get(room)
+            .map(|s| s.members.values().map(|(m, _)| m.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn join_now(&self, room: &str, conn: &str, member: &Member) -> Transition {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
         let state = rooms.entry(room.to_owned()).or_default();
         let mut t = Transition::default();
@@ -40,8 +48,7 @@ impl MemoryStore {
                 t.member = Some(member.clone());
             }
         }
-        let members = state.members.values().map(|(m, _)| m.clone()).collect();
-        (t, members)
+        t
     }
 
     fn leave_now(&self, room: &str, conn: &str) -> Transition {
@@ -69,30 +76,29 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    fn join<'a>(
+    fn apply<'a>(
         &'a self,
         room: &'a str,
-        conn: &'a str,
-        member: &'a Member,
-    ) -> BoxFuture<'a, Result<(Transition, Vec<Member>), PresenceError>> {
-        Box::pin(std::future::ready(Ok(self.join_now(room, conn, member))))
-    }
-
-    fn leave<'a>(
-        &'a self,
-        room: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<Transition, PresenceError>> {
-        Box::pin(std::future::ready(Ok(self.leave_now(room, conn))))
+        ops: &'a [Op],
+        members: bool,
+    ) -> BoxFuture<'a, Result<(Vec<Transition>, Vec<Member>), PresenceError>> {
+        let transitions = ops
+            .iter()
+            .map(|op| match op {
+                Op::Join { conn, member } => self.join_now(room, conn, member),
+                Op::Leave { conn } => self.leave_now(room, conn),
+            })
+            .collect();
+        let list = if members {
+            self.members_now(room)
+        } else {
+            Vec::new()
+        };
+        Box::pin(std::future::ready(Ok((transitions, list))))
     }
 
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>> {
-        let rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        let members = rooms
-            .get(room)
-            .map(|s| s.members.values().map(|(m, _)| m.clone()).collect())
-            .unwrap_or_default();
-        Box::pin(std::future::ready(Ok(members)))
+        Box::pin(std::future::ready(Ok(self.members_now(room))))
     }
 
     fn count<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<usize, PresenceError>> {

@@ -17,15 +17,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::member::{Member, PresenceError};
-use super::store::{Store, Transition};
+use super::store::{Op, Store, Transition};
 use crate::util::BoxFuture;
 
 /// Which presence transition happened.
@@ -147,15 +146,28 @@ pub(crate) fn split_key(key: &str) -> Option<(&str, &str)> {
     key.split_once('\u{1f}')
 }
 
-const STRIPES: usize = 64;
+/// Most changes of one room applied in one store call.
+const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<Result<Arc<Vec<Member>>, PresenceError>>;
+
+/// The changes of one room waiting for the store, and whether a task is
+/// applying them.
+#[derive(Default)]
+struct Queue {
+    ops: Vec<(Op, Option<String>, Reply)>,
+    running: bool,
+}
 
 /// One server's presence.
 pub(crate) struct PresenceService {
     pub(crate) store: Arc<dyn Store>,
     config: RwLock<Option<PresenceConfig>>,
-    /// Changes of one room on this server are decided and queued in order:
-    /// a room's frames leave in the order the store decided them.
-    stripes: Box<[tokio::sync::Mutex<()>]>,
+    /// Changes of one room on this server go to the store in batches, one
+    /// batch at a time: a room's frames leave in the order the store
+    /// decided them, and a join storm costs one store call per batch, not
+    /// per join.
+    queues: Mutex<HashMap<String, Queue>>,
     frames: OnceLock<mpsc::UnboundedSender<Frame>>,
 }
 
@@ -170,7 +182,7 @@ impl PresenceService {
         Self {
             store,
             config: RwLock::new(None),
-            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            queues: Mutex::default(),
             frames: OnceLock::new(),
         }
     }
@@ -187,41 +199,100 @@ impl PresenceService {
             .clone()
     }
 
-    fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        // The modulo keeps the index below STRIPES.
-        &self.stripes[(h.finish() % STRIPES as u64) as usize]
-    }
-
     /// Adds socket `sid` as a connection of `member` to the room; returns
-    /// every member after the join.
+    /// every member after the join (after its batch: later joins of the same
+    /// batch may be in it, and their frames follow).
     pub(crate) async fn join(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         room: &str,
         sid: &str,
         member: &Member,
-    ) -> Result<Vec<Member>, PresenceError> {
-        let key = room_key(namespace, room);
-        let _order = self.stripe(&key).lock().await;
-        let (t, members) = self.store.join(&key, sid, member).await?;
-        self.announce(namespace, room, Some(sid), true, t);
-        Ok(members)
+    ) -> Result<Arc<Vec<Member>>, PresenceError> {
+        let op = Op::Join {
+            conn: sid.to_owned(),
+            member: member.clone(),
+        };
+        self.submit(namespace, room, op, Some(sid.to_owned())).await
     }
 
     /// Removes socket `sid` from the room.
     pub(crate) async fn leave(
-        &self,
+        self: &Arc<Self>,
         namespace: &str,
         room: &str,
         sid: &str,
     ) -> Result<(), PresenceError> {
+        let op = Op::Leave {
+            conn: sid.to_owned(),
+        };
+        self.submit(namespace, room, op, None).await.map(drop)
+    }
+
+    async fn submit(
+        self: &Arc<Self>,
+        namespace: &str,
+        room: &str,
+        op: Op,
+        except: Option<String>,
+    ) -> Result<Arc<Vec<Member>>, PresenceError> {
         let key = room_key(namespace, room);
-        let _order = self.stripe(&key).lock().await;
-        let t = self.store.leave(&key, sid).await?;
-        self.announce(namespace, room, None, false, t);
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let q = queues.entry(key.clone()).or_default();
+            q.ops.push((op, except, tx));
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            // Its own task: the batch outlives a caller that gives up.
+            tokio::spawn(self.clone().drain(key));
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(PresenceError::Unavailable {
+                reason: "the presence task stopped".into(),
+            })
+        })
+    }
+
+    /// Applies the room's queued changes, a batch at a time, until none is
+    /// left.
+    async fn drain(self: Arc<Self>, key: String) {
+        loop {
+            let batch: Vec<(Op, Option<String>, Reply)> = {
+                let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(q) = queues.get_mut(&key) else {
+                    return;
+                };
+                if q.ops.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                let n = q.ops.len().min(MAX_BATCH);
+                q.ops.drain(..n).collect()
+            };
+            let ops: Vec<Op> = batch.iter().map(|(op, _, _)| op.clone()).collect();
+            let wants_members = ops.iter().any(|op| matches!(op, Op::Join { .. }));
+            let result = self.store.apply(&key, &ops, wants_members).await;
+            let Some((namespace, room)) = split_key(&key) else {
+                return;
+            };
+            match result {
+                Ok((transitions, members)) => {
+                    let members = Arc::new(members);
+                    for ((op, except, reply), t) in batch.into_iter().zip(transitions) {
+                        let joined = matches!(op, Op::Join { .. });
+                        self.announce(namespace, room, except.as_deref(), joined, t);
+                        let _ = reply.send(Ok(members.clone()));
+                    }
+                }
+                Err(e) => {
+                    for (_, _, reply) in batch {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// Announces a transition a store decided outside `join`/`leave` (a
@@ -439,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_past_the_rate_are_coalesced_into_one_diff() {
-        let service = PresenceService::new(Arc::new(MemoryStore::default()));
+        let service = Arc::new(PresenceService::new(Arc::new(MemoryStore::default())));
         let (emit, seen) = recorder();
         service.configure(PresenceConfig {
             hooks: vec![],

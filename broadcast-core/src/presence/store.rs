@@ -17,25 +17,36 @@ pub struct Transition {
     pub edge: bool,
 }
 
-/// A presence store. Every operation is atomic in the store; `join` and
-/// `leave` are idempotent per connection, so retries and races count a
+/// One change of a batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// Connection `conn` of `member` joins.
+    Join {
+        /// The connection (socket id).
+        conn: String,
+        /// Who it is.
+        member: Member,
+    },
+    /// Connection `conn` leaves.
+    Leave {
+        /// The connection (socket id).
+        conn: String,
+    },
+}
+
+/// A presence store. Every batch is applied atomically, in order; joins
+/// and leaves are idempotent per connection, so retries and races count a
 /// connection once.
 pub trait Store: Send + Sync + 'static {
-    /// Adds connection `conn` of `member` to `room`; returns what changed
-    /// and every member after the join, sorted by id.
-    fn join<'a>(
+    /// Applies `ops` to `room` in order; returns one transition per op and,
+    /// when `members` is asked for, every member after the batch, sorted by
+    /// id.
+    fn apply<'a>(
         &'a self,
         room: &'a str,
-        conn: &'a str,
-        member: &'a Member,
-    ) -> BoxFuture<'a, Result<(Transition, Vec<Member>), PresenceError>>;
-
-    /// Removes connection `conn` from `room`.
-    fn leave<'a>(
-        &'a self,
-        room: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<Transition, PresenceError>>;
+        ops: &'a [Op],
+        members: bool,
+    ) -> BoxFuture<'a, Result<(Vec<Transition>, Vec<Member>), PresenceError>>;
 
     /// Every member of `room`, sorted by id.
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>>;

@@ -24,7 +24,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use super::config::RedisConfig;
 use super::error::RedisError;
 use crate::presence::service::PresenceService;
-use crate::presence::store::{Store, Transition};
+use crate::presence::store::{Op, Store, Transition};
 use crate::presence::{Member, PresenceError};
 use crate::util::BoxFuture;
 
@@ -68,6 +68,47 @@ end
 local vacated = 0
 if member ~= '' and redis.call('HLEN', KEYS[2]) == 0 then vacated = 1 end
 return {member, vacated}
+";
+
+/// A batch of joins and leaves of one room: `ARGV[1]` is `1` when the
+/// members are wanted, then 4 arguments per change: `j` or `l`, the
+/// connection, the member id and JSON (empty for a leave). Returns per
+/// change the member that joined or left (or '') and the edge flag, then
+/// the members.
+const BATCH: &str = r"
+local out = {}
+for i = 2, #ARGV, 4 do
+  local conn = ARGV[i + 1]
+  local member, edge = '', 0
+  if ARGV[i] == 'j' then
+    if redis.call('HEXISTS', KEYS[3], conn) == 0 then
+      local id = ARGV[i + 2]
+      if redis.call('HLEN', KEYS[2]) == 0 then edge = 1 end
+      redis.call('HSET', KEYS[3], conn, id)
+      redis.call('SADD', KEYS[4], conn)
+      if redis.call('HINCRBY', KEYS[2], id, 1) == 1 then
+        redis.call('HSET', KEYS[1], id, ARGV[i + 3])
+        member = ARGV[i + 3]
+      end
+    end
+  else
+    local id = redis.call('HGET', KEYS[3], conn)
+    if id then
+      redis.call('HDEL', KEYS[3], conn)
+      redis.call('SREM', KEYS[4], conn)
+      if redis.call('HINCRBY', KEYS[2], id, -1) <= 0 then
+        redis.call('HDEL', KEYS[2], id)
+        member = redis.call('HGET', KEYS[1], id) or ''
+        redis.call('HDEL', KEYS[1], id)
+        if member ~= '' and redis.call('HLEN', KEYS[2]) == 0 then edge = 1 end
+      end
+    end
+  end
+  table.insert(out, member)
+  table.insert(out, edge)
+end
+if ARGV[1] == '1' then table.insert(out, redis.call('HVALS', KEYS[1])) end
+return out
 ";
 
 const CLEANUP: &str = r"
@@ -411,47 +452,124 @@ fn members_of(room: &str, v: Value) -> Vec<Member> {
     members
 }
 
-impl Store for RedisPresenceStore {
-    fn join<'a>(
-        &'a self,
-        room: &'a str,
-        conn: &'a str,
-        member: &'a Member,
-    ) -> BoxFuture<'a, Result<(Transition, Vec<Member>), PresenceError>> {
-        Box::pin(async move {
-            let key = (room.to_owned(), conn.to_owned());
-            self.local
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.clone(), member.clone());
-            let result = self.join_in_redis(room, conn, member).await;
-            if result.is_err() {
-                self.local
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&key);
+impl RedisPresenceStore {
+    async fn apply_in_redis(
+        &self,
+        room: &str,
+        ops: &[Op],
+        members: bool,
+    ) -> Result<(Vec<Transition>, Vec<Member>), PresenceError> {
+        let err = |e| store_error("join/leave", room, e);
+        if ops.iter().any(|op| matches!(op, Op::Join { .. })) {
+            // Listed before the script: a sweeper that finds this server
+            // dead must find this room too.
+            self.cmd("SADD", vec![self.rooms_key(&self.server), room.to_owned()])
+                .await
+                .map_err(err)?;
+        }
+        let mut args = Vec::with_capacity(1 + 4 * ops.len());
+        args.push(if members { "1" } else { "0" }.to_owned());
+        for op in ops {
+            match op {
+                Op::Join { conn, member } => args.extend([
+                    "j".to_owned(),
+                    conn.clone(),
+                    member.id().to_owned(),
+                    member.json().to_owned(),
+                ]),
+                Op::Leave { conn } => {
+                    args.extend(["l".to_owned(), conn.clone(), String::new(), String::new()]);
+                }
             }
-            result
-        })
+        }
+        let reply = self
+            .eval(BATCH, self.keys(room, &self.server), args)
+            .await
+            .map_err(err)?;
+        let Value::Array(parts) = reply else {
+            return Err(store_error(
+                "join/leave",
+                room,
+                "unexpected reply from Redis: not an array",
+            ));
+        };
+        let want = 2 * ops.len() + usize::from(members);
+        if parts.len() != want {
+            return Err(store_error(
+                "join/leave",
+                room,
+                format!(
+                    "unexpected reply from Redis: {} elements, not {want}",
+                    parts.len()
+                ),
+            ));
+        }
+        let mut parts = parts.into_iter();
+        let mut transitions = Vec::with_capacity(ops.len());
+        for op in ops {
+            let json = parts
+                .next()
+                .and_then(Value::into_string)
+                .unwrap_or_default();
+            let edge = parts.next().and_then(|v| v.as_i64()) == Some(1);
+            let member = match op {
+                _ if json.is_empty() => None,
+                Op::Join { member, .. } => Some(member.clone()),
+                Op::Leave { .. } => match Member::from_json(&json) {
+                    Ok(m) => Some(m),
+                    Err(error) => {
+                        // The leave happened; only its frame is lost.
+                        tracing::warn!(target: "broadcast::presence", room = room.replace('\u{1f}', " "), %error, "a member that left is invalid in Redis: no presence_left for it");
+                        None
+                    }
+                },
+            };
+            transitions.push(Transition { member, edge });
+        }
+        let list = if members {
+            members_of(room, parts.next().unwrap_or(Value::Null))
+        } else {
+            Vec::new()
+        };
+        Ok((transitions, list))
     }
+}
 
-    fn leave<'a>(
+impl Store for RedisPresenceStore {
+    fn apply<'a>(
         &'a self,
         room: &'a str,
-        conn: &'a str,
-    ) -> BoxFuture<'a, Result<Transition, PresenceError>> {
+        ops: &'a [Op],
+        members: bool,
+    ) -> BoxFuture<'a, Result<(Vec<Transition>, Vec<Member>), PresenceError>> {
         Box::pin(async move {
-            let key = (room.to_owned(), conn.to_owned());
-            self.local
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&key);
-            let result = self.leave_in_redis(room, conn).await;
+            {
+                let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+                for op in ops {
+                    match op {
+                        Op::Join { conn, member } => {
+                            local.insert((room.to_owned(), conn.clone()), member.clone());
+                        }
+                        Op::Leave { conn } => {
+                            local.remove(&(room.to_owned(), conn.clone()));
+                        }
+                    }
+                }
+            }
+            let result = self.apply_in_redis(room, ops, members).await;
             if result.is_err() {
-                self.retry
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push(key);
+                let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut retry = self.retry.lock().unwrap_or_else(PoisonError::into_inner);
+                for op in ops {
+                    match op {
+                        Op::Join { conn, .. } => {
+                            // The join is refused: nothing of it may stay.
+                            local.remove(&(room.to_owned(), conn.clone()));
+                            retry.push((room.to_owned(), conn.clone()));
+                        }
+                        Op::Leave { conn } => retry.push((room.to_owned(), conn.clone())),
+                    }
+                }
             }
             result
         })
