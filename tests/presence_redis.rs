@@ -244,7 +244,7 @@ async fn churn_leaves_servers_and_observers_agreeing() {
                 tokio::time::sleep(Duration::from_millis(rng.next() % 60)).await;
             }
             // Some end inside, some end by disconnecting while inside.
-            if inside && rng.next() % 3 == 0 {
+            if inside && rng.next().is_multiple_of(3) {
                 c.disconnect().await.unwrap();
                 return (i, false, None);
             }

@@ -31,7 +31,7 @@ use broadcast_test_support::sio_client::SioClient;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-const WAIT: Duration = Duration::from_secs(300);
+const WAIT: Duration = Duration::from_secs(900);
 
 fn chat_bin() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -254,7 +254,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }));
     }
 
-    // Queries from a worker, at n + 2 members.
+    // Queries from a worker, at n + 2 members, once the clients are idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
     let room = "chat|1";
     let (mut list, mut count) = (Vec::new(), Vec::new());

@@ -579,10 +579,10 @@ async fn on_leave<A: Adapter>(
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
     let result = leave(&rooms, &state, entry, call).await;
-    if let (Ok((room, true)), Some(presence)) = (&result, &state.presence) {
-        if entry.presence {
-            presence.leave(room).await;
-        }
+    if let (Ok((room, true)), Some(presence)) = (&result, &state.presence)
+        && entry.presence
+    {
+        presence.leave(room).await;
     }
     reply(&rooms, &state, &socket, ack_id, LEFT_EVENT, result, None).await;
 }

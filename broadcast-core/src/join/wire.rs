@@ -182,6 +182,10 @@ impl Serialize for RoomReply {
 
 /// The shape of a presence [`Member`]: an object with a string `id`; the
 /// application's metadata fields, if any, come with it.
+///
+/// ```
+/// assert_eq!(broadcast_core::join::PRESENCE_MEMBER_SHAPE.name, "PresenceMember");
+/// ```
 pub const PRESENCE_MEMBER_SHAPE: WireShape = WireShape {
     name: "PresenceMember",
     doc: "A member of a presence room (its metadata fields, if any, come with `id`).",

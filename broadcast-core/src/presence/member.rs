@@ -9,9 +9,20 @@ use serde_json::value::RawValue;
 
 /// Longest member id, in bytes: ids are room-map keys in Redis and repeated
 /// in every presence frame.
+///
+/// ```
+/// use broadcast_core::presence::{MAX_MEMBER_ID_LEN, Member};
+/// assert!(Member::new("x".repeat(MAX_MEMBER_ID_LEN + 1)).is_err());
+/// ```
 pub const MAX_MEMBER_ID_LEN: usize = 128;
 /// Largest member object (id and metadata), in bytes of JSON: every join
 /// ack carries every member.
+///
+/// ```
+/// use broadcast_core::presence::{MAX_MEMBER_BYTES, Member};
+/// let big = serde_json::json!({ "bio": "x".repeat(MAX_MEMBER_BYTES) });
+/// assert!(Member::with_meta("alice", &big).is_err());
+/// ```
 pub const MAX_MEMBER_BYTES: usize = 1024;
 
 /// One member of a presence room: a JSON object with a string `id` (the
@@ -85,6 +96,7 @@ impl Member {
     /// use broadcast_core::presence::Member;
     /// assert_eq!(Member::from_json(r#"{"id":"bob","x":1}"#).unwrap().id(), "bob");
     /// assert!(Member::from_json(r#"{"name":"bob"}"#).is_err());
+    /// assert!(Member::from_json(r#"["bob"]"#).is_err());
     /// ```
     pub fn from_json(json: &str) -> Result<Self, PresenceError> {
         let corrupt = |reason: String| PresenceError::InvalidMember {
@@ -97,14 +109,21 @@ impl Member {
                 json.len()
             )));
         }
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
-        let Some(id) = value.get("id").and_then(|v| v.as_str()) else {
-            return Err(corrupt("not an object with a string `id`".into()));
-        };
-        check_id(id)?;
+        // Only the id is kept; the rest is checked for being JSON without
+        // building it (member lists of 10,000 are read on every query).
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        if !json.trim_start().starts_with('{') {
+            return Err(corrupt("not a JSON object".into()));
+        }
+        let parsed: Id<'_> = serde_json::from_str(json)
+            .map_err(|e| corrupt(format!("not an object with a string `id` ({e})")))?;
+        check_id(&parsed.id)?;
         Ok(Self {
-            id: id.into(),
+            id: parsed.id.as_ref().into(),
             json: json.into(),
         })
     }

@@ -75,6 +75,15 @@ pub struct PresenceChange {
 
 /// A presence hook: runs in its own task, so a slow or failing hook holds
 /// up no join and no delivery.
+///
+/// ```
+/// use std::sync::Arc;
+/// use broadcast_core::presence::{PresenceChange, PresenceHook};
+/// let hook: PresenceHook = Arc::new(|c: PresenceChange| Box::pin(async move {
+///     tracing::info!(room = c.room, kind = ?c.kind, "presence");
+/// }));
+/// # drop(hook);
+/// ```
 pub type PresenceHook = Arc<dyn Fn(PresenceChange) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// The coalescing rate of presence frames, per room and server (see the

@@ -17,6 +17,10 @@ pub struct Transition {
     pub edge: bool,
 }
 
+/// What a batch changed (one transition per change) and, when asked for,
+/// the members after it.
+pub type Applied = (Vec<Transition>, Vec<Member>);
+
 /// One change of a batch.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -46,7 +50,7 @@ pub trait Store: Send + Sync + 'static {
         room: &'a str,
         ops: &'a [Op],
         members: bool,
-    ) -> BoxFuture<'a, Result<(Vec<Transition>, Vec<Member>), PresenceError>>;
+    ) -> BoxFuture<'a, Result<Applied, PresenceError>>;
 
     /// Every member of `room`, sorted by id.
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>>;

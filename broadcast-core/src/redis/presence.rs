@@ -24,18 +24,32 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use super::config::RedisConfig;
 use super::error::RedisError;
 use crate::presence::service::PresenceService;
-use crate::presence::store::{Op, Store, Transition};
+use crate::presence::store::{Applied, Op, Store, Transition};
 use crate::presence::{Member, PresenceError};
 use crate::util::BoxFuture;
 
 /// How often a server renews its alive key, retries failed leaves and
 /// checks that Redis still has its members.
+///
+/// ```
+/// use broadcast_core::redis::{ALIVE_TTL, HEARTBEAT, SWEEP};
+/// // A dead server's members are gone within 15 s.
+/// assert!(ALIVE_TTL + SWEEP + HEARTBEAT < std::time::Duration::from_secs(15));
+/// ```
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a server's alive key outlives its last heartbeat: a server
 /// silent that long is dead, and the others remove its members.
+///
+/// ```
+/// assert!(broadcast_core::redis::ALIVE_TTL > broadcast_core::redis::HEARTBEAT * 3);
+/// ```
 pub const ALIVE_TTL: Duration = Duration::from_secs(6);
 /// How often a server looks for dead servers. A dead server's members are
 /// gone within `ALIVE_TTL + SWEEP` plus one cleanup.
+///
+/// ```
+/// assert_eq!(broadcast_core::redis::SWEEP.as_secs(), 2);
+/// ```
 pub const SWEEP: Duration = Duration::from_secs(2);
 
 const JOIN: &str = r"
@@ -458,7 +472,7 @@ impl RedisPresenceStore {
         room: &str,
         ops: &[Op],
         members: bool,
-    ) -> Result<(Vec<Transition>, Vec<Member>), PresenceError> {
+    ) -> Result<Applied, PresenceError> {
         let err = |e| store_error("join/leave", room, e);
         if ops.iter().any(|op| matches!(op, Op::Join { .. })) {
             // Listed before the script: a sweeper that finds this server
@@ -541,7 +555,7 @@ impl Store for RedisPresenceStore {
         room: &'a str,
         ops: &'a [Op],
         members: bool,
-    ) -> BoxFuture<'a, Result<(Vec<Transition>, Vec<Member>), PresenceError>> {
+    ) -> BoxFuture<'a, Result<Applied, PresenceError>> {
         Box::pin(async move {
             {
                 let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
