@@ -546,11 +546,11 @@ impl RoomsBuilder {
     /// struct User { name: String, color: String }
     ///
     /// #[derive(serde::Serialize)]
-    /// struct Here<'a> { id: &'a str, color: &'a str }
+    /// struct Here { id: String, color: String }
     ///
     /// let rooms = Rooms::builder()
     ///     .presence_member(|ctx: &JoinContext| {
-    ///         ctx.identity::<User>().map(|u| Here { id: &u.name, color: &u.color })
+    ///         ctx.identity::<User>().map(|u| Here { id: u.name.clone(), color: u.color.clone() })
     ///     })
     ///     .build()
     ///     .unwrap();

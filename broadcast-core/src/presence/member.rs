@@ -73,10 +73,14 @@ impl Member {
         if meta.contains_key("id") {
             return Err(invalid("the metadata cannot have an `id` field".into()));
         }
-        let mut object = serde_json::Map::new();
-        object.insert("id".into(), id.clone().into());
-        object.extend(meta);
-        let json = serde_json::to_string(&object).map_err(|e| invalid(e.to_string()))?;
+        // `id` first, as clients read it; then the metadata in its order.
+        let id_json = serde_json::to_string(&id).map_err(|e| invalid(e.to_string()))?;
+        let json = if meta.is_empty() {
+            format!("{{\"id\":{id_json}}}")
+        } else {
+            let rest = serde_json::to_string(&meta).map_err(|e| invalid(e.to_string()))?;
+            format!("{{\"id\":{id_json},{}", &rest[1..])
+        };
         if json.len() > MAX_MEMBER_BYTES {
             return Err(invalid(format!(
                 "the member is {} bytes of JSON, over the {MAX_MEMBER_BYTES}-byte limit",
