@@ -18,6 +18,7 @@
 //! ```text
 //! cargo build --release --example chat
 //! cargo run --release -p broadcast-bench --bin broadcast-presence -- [members] [queries]
+//! cargo run --release -p broadcast-bench --bin broadcast-presence -- queries [members] [queries]
 //! ```
 //! Prints one JSON line.
 
@@ -147,9 +148,55 @@ async fn wait_joined(
     Ok(())
 }
 
+/// `queries N Q`: the read path alone at N members, written straight into
+/// Redis in the layout the presence scripts write (one process cannot hold
+/// N clients' frames for large N on a small machine).
+async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let redis = RedisServer::start().await?.ok_or("redis-server is not available")?;
+    let key = "socket.io-presence:{/\u{1f}chat|1}:m";
+    let mut args = vec!["HSET".to_owned(), key.to_owned()];
+    for i in 0..n {
+        args.push(format!("u{i}"));
+        args.push(format!("{{\"id\":\"u{i}\"}}"));
+    }
+    let _: i64 = redis.command(args).await?;
+    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+    let (mut list, mut count) = (Vec::new(), Vec::new());
+    for _ in 0..q {
+        let t = Instant::now();
+        let m = worker.presence.members("/", "chat|1").await?;
+        list.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let c = worker.presence.count("/", "chat|1").await?;
+        count.push(ms(t.elapsed()));
+        if m.len() != n || c != n {
+            return Err(format!("{} / {c} members, want {n}", m.len()).into());
+        }
+    }
+    list.sort_by(f64::total_cmp);
+    count.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "members": n,
+            "queries": q,
+            "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+            "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
+        })
+    );
+    worker.connection.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("queries") {
+        args.next();
+        let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+        let q: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
+        return queries_only(n, q).await;
+    }
     let n: usize = args
         .next()
         .map(|a| a.parse())
