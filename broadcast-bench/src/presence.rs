@@ -152,7 +152,9 @@ async fn wait_joined(
 /// Redis in the layout the presence scripts write (one process cannot hold
 /// N clients' frames for large N on a small machine).
 async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let redis = RedisServer::start().await?.ok_or("redis-server is not available")?;
+    let redis = RedisServer::start()
+        .await?
+        .ok_or("redis-server is not available")?;
     let key = "socket.io-presence:{/\u{1f}chat|1}:m";
     let mut args = vec!["HSET".to_owned(), key.to_owned()];
     for i in 0..n {
@@ -193,7 +195,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("queries") {
         args.next();
-        let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+        let n: usize = args
+            .next()
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(10_000);
         let q: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
         return queries_only(n, q).await;
     }
@@ -280,7 +286,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let want = n + 2;
     let poll = tokio::spawn(async move {
         loop {
-            let (ma, mb) = (members(pa).await.unwrap_or(0), members(pb).await.unwrap_or(0));
+            let (ma, mb) = (
+                members(pa).await.unwrap_or(0),
+                members(pb).await.unwrap_or(0),
+            );
             if ma == want && mb == want {
                 return Ok(start.elapsed());
             }
