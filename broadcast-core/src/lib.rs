@@ -68,6 +68,8 @@ mod queue;
 mod broadcaster;
 // The recording fake.
 pub mod testing;
+// Who is in a room: members, transitions, hooks.
+pub mod presence;
 // The join protocol and room registrations.
 pub mod join;
 // Listing and checking every registration.

@@ -127,7 +127,7 @@ fn protocol_shapes() -> Vec<&'static WireShape> {
         }
         out.push(shape);
         for field in shape.variants.iter().flat_map(|v| v.iter()) {
-            if let WireType::Shape(inner) = field.ty {
+            if let WireType::Shape(inner) | WireType::Array(inner) = field.ty {
                 todo.push(inner);
             }
         }
@@ -169,6 +169,7 @@ fn wire_type(ty: WireType) -> String {
         WireType::Boolean => "boolean".into(),
         WireType::Number => "number".into(),
         WireType::Shape(shape) => shape.name.into(),
+        WireType::Array(shape) => format!("{}[]", shape.name),
     }
 }
 
@@ -463,7 +464,7 @@ mod tests {
         assert!(
             dts.contains(
                 "export type RoomReply =\n  \
-                 | { ok: true; room: string; recovered?: boolean; position?: Position }\n  \
+                 | { ok: true; room: string; recovered?: boolean; position?: Position; members?: PresenceMember[] }\n  \
                  | { ok: false; error: RoomError };"
             ),
             "{dts}"

@@ -102,6 +102,7 @@ pub fn derive_broadcast_event(input: TokenStream) -> TokenStream {
 /// |---|---|
 /// | `key = "chat"` | the room key: the first segment of the name and the `<key>` of `join_<key>` / `leave_<key>` (default: the type name in snake_case, minus one trailing `_room`) |
 /// | `namespace = "/admin"` | the namespace the room lives in (default `/`) |
+/// | `presence` | track who is in the room ([`presence`](https://docs.rs/broadcast-core/latest/broadcast_core/presence/)): join acks list the members, the other sockets get `presence_joined` / `presence_left` |
 /// | `on_join = path` / `on_leave = path` | hooks called with `(&JoinContext, &Self)` after a client joined / left; sync or async |
 /// | `history` / `history(size = 1000, ttl = "10m")` | keep the room's last `size` events (default 1,000), none older than `ttl` (`s`, `m`, `h`, `d`; default `"10m"`), so clients that reconnect recover what they missed (see `broadcast_core::history`) |
 /// | `crate = "::path::to::broadcast_core"` | where `broadcast_core` is, if renamed |

@@ -7,6 +7,15 @@ pub const JOINED_EVENT: &str = "joined";
 pub const LEFT_EVENT: &str = "left";
 /// Sent to a socket when a join or leave failed.
 pub const ERROR_EVENT: &str = "error";
+/// Sent to the other sockets of a presence room when a member's first
+/// connection joined it: `{"room": "<name>", "member": {"id": ...}}`.
+pub const PRESENCE_JOINED_EVENT: &str = "presence_joined";
+/// Sent to the remaining sockets of a presence room when a member's last
+/// connection left it: `{"room": "<name>", "member": {"id": ...}}`.
+pub const PRESENCE_LEFT_EVENT: &str = "presence_left";
+/// Sent instead of single presence events when a room's transitions come
+/// faster than its rate: `{"room": "<name>", "joined": [...], "left": [...]}`.
+pub const PRESENCE_DIFF_EVENT: &str = "presence_diff";
 /// A client joins the room of key `K` with the event `join_K`.
 pub const JOIN_PREFIX: &str = "join_";
 /// A client leaves the room of key `K` with the event `leave_K`.
@@ -23,7 +32,14 @@ pub const SOCKET_IO_EVENTS: &[&str] = &[
 ];
 
 /// Events the join protocol sends to clients.
-pub const PROTOCOL_EVENTS: &[&str] = &[JOINED_EVENT, LEFT_EVENT, ERROR_EVENT];
+pub const PROTOCOL_EVENTS: &[&str] = &[
+    JOINED_EVENT,
+    LEFT_EVENT,
+    ERROR_EVENT,
+    PRESENCE_JOINED_EVENT,
+    PRESENCE_LEFT_EVENT,
+    PRESENCE_DIFF_EVENT,
+];
 
 /// The event a client emits to join the room of key `key`.
 ///
@@ -52,6 +68,7 @@ pub fn leave_event(key: &str) -> String {
 /// assert!(reserved("message_posted").is_none());
 /// assert!(reserved("disconnect").is_some());
 /// assert!(reserved("joined").is_some());
+/// assert!(reserved("presence_left").is_some());
 /// assert!(reserved("join_chat").is_some());
 /// ```
 pub fn reserved(name: &str) -> Option<&'static str> {

@@ -18,7 +18,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use broadcast_core::join::{Handshake, Rooms};
+use broadcast_core::join::{Handshake, JoinContext, Rooms};
+use broadcast_core::presence::Presence;
 use broadcast_core::{BroadcastEvent, Broadcaster, broadcast, registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +28,8 @@ use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
 
 use crate::events::{
-    MessagePosted, User, UserNotified, UserRoom, chat, may_access, now_rfc3339, valid_user_name,
+    ChatRoom, MessagePosted, User, UserNotified, UserRoom, chat, may_access, now_rfc3339,
+    valid_user_name,
 };
 use crate::store::{MAX_LIMIT, Store, StoredMessage};
 
@@ -65,21 +67,28 @@ async fn build_socketio(
     let rooms = Rooms::builder()
         .authenticate(authenticate)
         .expose_auth_errors(true)
+        // In chat rooms (`#[room(presence)]`) a user is their name, however
+        // many tabs they have open.
+        .presence_member(|ctx: &JoinContext| ctx.identity::<User>().map(|u| json!({ "id": u.0 })))
         .build()?;
     match redis_url {
         None => {
             let (layer, io) = SocketIo::new_layer();
             rooms.ns(&io, "/", on_connect);
             rooms.attach(&io);
+            let presence = broadcast_core::presence::of(&io);
             let broadcaster = Broadcaster::socketio(io);
-            Ok((routes().layer(layer), broadcaster))
+            Ok((routes(presence).layer(layer), broadcaster))
         }
         Some(url) => {
             let config = broadcast_core::redis::RedisConfig::from_url(url)?;
             let parts = broadcast_core::redis::server(config).await?;
             rooms.ns(&parts.io, "/", on_connect).await?;
             rooms.attach(&parts.io).await?;
-            Ok((routes().layer(parts.layer), parts.broadcaster))
+            Ok((
+                routes(parts.presence.clone()).layer(parts.layer),
+                parts.broadcaster,
+            ))
         }
     }
 }
@@ -107,7 +116,7 @@ async fn on_connect<A: Adapter>(socket: SocketRef<A>) {
     tracing::info!(sid = %socket.id, "connected");
 }
 
-fn routes() -> axum::Router<Arc<Store>> {
+fn routes(presence: Presence) -> axum::Router<Arc<Store>> {
     axum::Router::new()
         .route("/", get(|| async { Html(include_str!("page.html")) }))
         .route(
@@ -137,6 +146,25 @@ fn routes() -> axum::Router<Arc<Store>> {
             post(post_message).get(list_messages),
         )
         .route("/users/{name}/notify", post(notify))
+        .route(
+            "/chats/{chat_id}/members",
+            get(move |path: Path<String>| members(presence.clone(), path)),
+        )
+}
+
+/// `GET /chats/{id}/members`: who is in the chat now, on every server,
+/// sorted by name: `{"members": [{"id": "alice"}, ...]}`.
+async fn members(presence: Presence, Path(chat_id): Path<String>) -> Response {
+    let Some(chat) = chat_id.parse::<u64>().ok().and_then(chat) else {
+        return error(StatusCode::NOT_FOUND, format!("no chat `{chat_id}`"));
+    };
+    match presence.members_of(&ChatRoom { chat_id: chat.id }).await {
+        Ok(members) => Json(json!({ "members": members })).into_response(),
+        Err(e) => {
+            tracing::error!("{e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
 }
 
 /// socket.io-client 4.8.1's browser bundle (`dist/socket.io.min.js` of the

@@ -25,9 +25,11 @@ pub struct UserNotified {
     pub text: String,
 }
 
-/// A chat's room: `chat|<id>`. Members only for private chats.
+/// A chat's room: `chat|<id>`. Members only for private chats. It tracks
+/// who is in it (presence): join acks list the members, and the others are
+/// told when someone comes or goes.
 #[derive(Debug, Clone, Room)]
-#[room(authorize = can_join_chat, history(size = 1000, ttl = "10m"))]
+#[room(authorize = can_join_chat, history(size = 1000, ttl = "10m"), presence)]
 pub struct ChatRoom {
     pub chat_id: u64,
 }

@@ -276,6 +276,11 @@ impl ChatServer {
         format!("http://{}", self.addr)
     }
 
+    /// Kills the server with SIGKILL: no goodbye to Redis or its clients.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
     /// What the server printed so far.
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()

@@ -13,7 +13,9 @@
 // Every event a connected client receives is printed as it arrives:
 //   {"client":"a","event":"message_posted","args":[{...}]}
 // and a disconnect as {"client":"a","disconnected":"<reason>"}.
-// The server's URL is $CHAT_URL.
+// The server's URL is $CHAT_URL; a connect's "url" overrides it (several
+// servers). Presence frames (presence_*) are printed only for clients that
+// connected with "presence":true, so tests about other events see none.
 
 import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
@@ -41,7 +43,10 @@ function connect(req) {
     if (req.transports) opts.transports = req.transports;
     const socket = io(req.url || url, opts);
     const name = req.client;
-    socket.onAny((event, ...args) => out({ client: name, event, args }));
+    socket.onAny((event, ...args) => {
+      if (event.startsWith("presence_") && !req.presence) return;
+      out({ client: name, event, args });
+    });
     socket.once("connect", () => {
       clients.set(name, socket);
       socket.on("disconnect", (reason) => out({ client: name, disconnected: reason }));

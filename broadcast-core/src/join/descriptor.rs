@@ -88,6 +88,8 @@ pub struct RoomDescriptor {
     pub access: Access,
     /// What the room keeps for clients that reconnect, as declared.
     pub history: Option<HistoryPolicy>,
+    /// Whether the room tracks who is in it (`#[room(presence)]`).
+    pub presence: bool,
     /// Source file of the declaration.
     pub file: &'static str,
     /// Source line of the declaration.
@@ -106,6 +108,7 @@ impl fmt::Debug for RoomDescriptor {
             .field("namespace", &self.namespace)
             .field("fields", &self.fields)
             .field("access", &self.access)
+            .field("presence", &self.presence)
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +125,7 @@ impl RoomDescriptor {
             fields: R::FIELDS,
             access: R::ACCESS,
             history: R::HISTORY,
+            presence: R::PRESENCE,
             file: "",
             line: 0,
             erased: Erased {

@@ -114,6 +114,9 @@ pub trait JoinableRoom: Room + Sized + Send + Sync + 'static {
     /// What the room keeps for clients that reconnect (`None`: nothing,
     /// and its events carry no position). `#[room(history(..))]` sets it.
     const HISTORY: Option<HistoryPolicy> = None;
+    /// Whether the room tracks who is in it ([`presence`](crate::presence);
+    /// `#[room(presence)]`). Default: no, and joins cost nothing more.
+    const PRESENCE: bool = false;
 
     /// Builds the room from the data a client sent with `join_<key>` or
     /// `leave_<key>` (`null` when it sent none).

@@ -118,6 +118,7 @@ mod context;
 pub(crate) mod descriptor;
 pub(crate) mod fields;
 mod joinable;
+mod presence;
 mod protocol;
 pub(crate) mod recovery;
 mod wire;
@@ -142,11 +143,14 @@ pub use protocol::JoinError;
 use protocol::{Counters, Limits, RoomsMiddleware};
 pub use recovery::Since;
 pub use wire::{
-    EVENT_POSITION_SHAPE, JOIN_OPTIONS_SHAPE, POSITION_SHAPE, RoomError, RoomNotice, RoomReply,
-    SERVER_EVENTS, WireField, WireShape, WireType,
+    EVENT_POSITION_SHAPE, JOIN_OPTIONS_SHAPE, POSITION_SHAPE, PRESENCE_MEMBER_SHAPE, PresenceDiff,
+    PresenceNotice, RoomError, RoomNotice, RoomReply, SERVER_EVENTS, WireField, WireShape,
+    WireType,
 };
 
+use crate::presence::{Member, PresenceChange, PresenceError, PresenceRate};
 use crate::util::BoxFuture;
+use presence::PresenceSetup;
 
 /// Default for [`RoomsBuilder::max_rooms_per_socket`].
 pub const DEFAULT_MAX_ROOMS_PER_SOCKET: usize = 128;
@@ -213,6 +217,9 @@ pub(crate) struct RoomsInner {
     pub(crate) counters: Counters,
     pub(crate) authenticator: Option<Authenticator>,
     pub(crate) expose_auth_errors: bool,
+    pub(crate) presence: PresenceSetup,
+    /// Whether any room has presence: without, no presence work is done.
+    pub(crate) has_presence: bool,
     /// Namespaces created by [`Rooms::ns`], so [`Rooms::attach`] can tell a
     /// namespace wired for joins from one created behind its back.
     wired: Mutex<BTreeSet<String>>,
@@ -292,6 +299,10 @@ impl Rooms {
         RoomsMiddleware {
             inner: self.inner.clone(),
             server: io.config().server_id,
+            presence: self
+                .inner
+                .has_presence
+                .then(|| self.inner.presence.service_for(io)),
         }
     }
 
@@ -491,6 +502,7 @@ pub struct RoomsBuilder {
     limits: Limits,
     authenticator: Option<Authenticator>,
     expose_auth_errors: bool,
+    presence: PresenceSetup,
 }
 
 impl Default for RoomsBuilder {
@@ -505,6 +517,7 @@ impl Default for RoomsBuilder {
             },
             authenticator: None,
             expose_auth_errors: false,
+            presence: PresenceSetup::default(),
         }
     }
 }
@@ -517,11 +530,98 @@ impl fmt::Debug for RoomsBuilder {
             .field("limits", &self.limits)
             .field("authenticates", &self.authenticator.is_some())
             .field("expose_auth_errors", &self.expose_auth_errors)
+            .field("presence", &self.presence)
             .finish()
     }
 }
 
 impl RoomsBuilder {
+    /// Who a socket is in [presence](crate::presence) rooms
+    /// (`#[room(presence)]`): `f` makes the member from the socket's join
+    /// context, usually its [identity](JoinContext::identity). The member
+    /// must serialize to a JSON object with a string `id` (the user: its
+    /// connections count once); its other fields are the member's metadata,
+    /// sent to clients with it. `None` (an anonymous socket) joins without
+    /// being a member. Required when a room has presence.
+    ///
+    /// ```standalone_crate
+    /// use broadcast_core::join::{JoinContext, Rooms};
+    ///
+    /// struct User { name: String, color: String }
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Here { id: String, color: String }
+    ///
+    /// let rooms = Rooms::builder()
+    ///     .presence_member(|ctx: &JoinContext| {
+    ///         ctx.identity::<User>().map(|u| Here { id: u.name.clone(), color: u.color.clone() })
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn presence_member<F, M>(mut self, f: F) -> Self
+    where
+        F: for<'a> Fn(&'a JoinContext) -> Option<M> + Send + Sync + 'static,
+        M: serde::Serialize,
+    {
+        self.presence.member = Some(Arc::new(move |ctx: &JoinContext| {
+            let member = f(ctx)?;
+            Some(
+                serde_json::to_string(&member)
+                    .map_err(|e| PresenceError::InvalidMember {
+                        id: String::new(),
+                        reason: e.to_string(),
+                    })
+                    .and_then(|json| Member::from_json(&json)),
+            )
+        }));
+        self
+    }
+
+    /// Runs `hook` on every presence transition of this server's making
+    /// (see [`PresenceChange`]): exactly once per transition in the
+    /// cluster. Each call runs in its own task, so a slow or failing hook
+    /// holds up no join and no delivery. May be called several times.
+    ///
+    /// ```standalone_crate
+    /// use broadcast_core::join::Rooms;
+    /// use broadcast_core::presence::{PresenceChange, PresenceKind};
+    ///
+    /// let rooms = Rooms::builder()
+    ///     .on_presence(async |c: PresenceChange| {
+    ///         if c.kind == PresenceKind::Vacated {
+    ///             tracing::info!(room = c.room, "everyone left");
+    ///         }
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn on_presence<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(PresenceChange) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.presence
+            .hooks
+            .push(Arc::new(move |change| Box::pin(hook(change))));
+        self
+    }
+
+    /// The rate past which a room's presence frames are coalesced into
+    /// `presence_diff` (per room and server; see [`crate::presence`]).
+    ///
+    /// ```standalone_crate
+    /// use broadcast_core::presence::PresenceRate;
+    /// let rooms = broadcast_core::join::Rooms::builder()
+    ///     .presence_rate(PresenceRate { burst: 5, per_second: 2.0 })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn presence_rate(mut self, rate: PresenceRate) -> Self {
+        self.presence.rate = rate;
+        self
+    }
+
     /// How many rooms one socket (in one namespace) may be in, counting
     /// rooms the server joined it to (default 128).
     pub fn max_rooms_per_socket(mut self, limit: usize) -> Self {
@@ -630,6 +730,17 @@ impl RoomsBuilder {
         if let Some(first) = problems.into_iter().next() {
             return Err(first);
         }
+        let presence_rooms: Vec<String> = by_namespace
+            .values()
+            .flatten()
+            .filter(|r| r.presence)
+            .map(|r| r.location())
+            .collect();
+        if !presence_rooms.is_empty() && self.presence.member.is_none() {
+            return Err(RoomsError::PresenceWithoutMember {
+                rooms: presence_rooms,
+            });
+        }
         let namespaces = by_namespace
             .into_iter()
             .map(|(ns, rooms)| {
@@ -653,6 +764,8 @@ impl RoomsBuilder {
                 counters: Counters::default(),
                 authenticator: self.authenticator,
                 expose_auth_errors: self.expose_auth_errors,
+                has_presence: !presence_rooms.is_empty(),
+                presence: self.presence,
                 wired: Mutex::default(),
             }),
         })
@@ -708,6 +821,13 @@ pub enum RoomsError {
         room: String,
         /// What is wrong with it.
         source: NameError,
+    },
+    /// Rooms have presence, but nothing says who a socket is in them
+    /// ([`RoomsBuilder::presence_member`]).
+    #[error("{} {} presence but no member function: call RoomsBuilder::presence_member", rooms.join(", "), if rooms.len() == 1 { "has" } else { "have" })]
+    PresenceWithoutMember {
+        /// The presence room types and where they are declared.
+        rooms: Vec<String>,
     },
     /// The adapter could not initialize a namespace [`Rooms::attach`] created.
     #[error("initializing namespace `{namespace}` failed: {reason}")]

@@ -22,8 +22,11 @@ use super::RoomsInner;
 use super::context::{Handshake, JoinContext};
 use super::descriptor::{ParsedRoom, RoomDescriptor};
 use super::joinable::{Access, Authorization, RoomDataError};
+use super::presence::SocketPresence;
 use super::recovery::{self, HistoryService, JoiningSocket, Recovery, Since};
 use super::wire::{RoomError, RoomNotice, RoomReply};
+use crate::presence::Member;
+use crate::presence::service::PresenceService;
 use crate::util::echo;
 
 /// Why a join or leave was refused. Every variant names the room key or the
@@ -122,6 +125,15 @@ pub enum JoinError {
         /// Room key.
         key: &'static str,
     },
+    /// The room's presence could not record the socket (its store failed,
+    /// or the member is invalid); the socket was not left in the room.
+    #[error("cannot join `{room}`: {msg}")]
+    Presence {
+        /// The room.
+        room: String,
+        /// What failed.
+        msg: String,
+    },
 }
 
 impl JoinError {
@@ -169,6 +181,7 @@ impl JoinError {
             Self::Invalid { room, .. }
             | Self::Forbidden { room }
             | Self::TooManyRooms { room, .. }
+            | Self::Presence { room, .. }
             | Self::Disconnected { room } => room.split('|').next(),
         }
     }
@@ -179,6 +192,7 @@ impl JoinError {
             Self::Invalid { room, .. }
             | Self::Forbidden { room }
             | Self::TooManyRooms { room, .. }
+            | Self::Presence { room, .. }
             | Self::Disconnected { room } => Some(room),
             _ => None,
         }
@@ -230,10 +244,12 @@ pub(crate) struct SocketState {
     /// A reply waited [`REPLY_PATIENCE`] in vain: until one is sent again,
     /// replies are tried once and dropped if the buffer is still full.
     stalled: AtomicBool,
+    /// Only in namespaces with presence rooms.
+    presence: Option<SocketPresence>,
 }
 
 impl SocketState {
-    fn new(limits: &Limits) -> Self {
+    fn new(limits: &Limits, presence: Option<SocketPresence>) -> Self {
         Self {
             membership: Mutex::new(()),
             bucket: Mutex::new(Bucket {
@@ -244,6 +260,7 @@ impl SocketState {
             pending: AtomicUsize::new(0),
             lane: tokio::sync::Mutex::new(()),
             stalled: AtomicBool::new(false),
+            presence,
         }
     }
 
@@ -413,6 +430,8 @@ pub(crate) struct RoomsMiddleware {
     pub(crate) inner: Arc<RoomsInner>,
     /// The Socket.IO server's id: finds its history service.
     pub(crate) server: Uid,
+    /// The server's presence, when some room has presence.
+    pub(crate) presence: Option<Arc<PresenceService>>,
 }
 
 impl fmt::Debug for RoomsMiddleware {
@@ -457,17 +476,46 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
                 }
             }
         }
-        install(&self.inner, self.server, &socket);
+        install(&self.inner, self.server, self.presence.as_ref(), &socket);
         Ok(())
     }
 }
 
-fn install<A: Adapter>(inner: &Arc<RoomsInner>, server: Uid, socket: &Arc<Socket<A>>) {
+fn install<A: Adapter>(
+    inner: &Arc<RoomsInner>,
+    server: Uid,
+    presence: Option<&Arc<PresenceService>>,
+    socket: &Arc<Socket<A>>,
+) {
     // As in Socket.IO's JavaScript server, a socket is in a room named by its
     // id: broadcasts can then skip any socket (`except`), on any server,
     // through the adapter's room exclusion.
     socket.join(socket.id.to_string());
-    let state = Arc::new(SocketState::new(&inner.limits));
+    let presence = presence
+        .filter(|_| {
+            inner
+                .rooms_in(socket.ns())
+                .iter()
+                .any(|r| r.descriptor.presence)
+        })
+        .map(|service| {
+            SocketPresence::new(
+                service.clone(),
+                inner.presence.member.clone(),
+                socket.ns(),
+                socket.id.to_string(),
+            )
+        });
+    let has_presence = presence.is_some();
+    let state = Arc::new(SocketState::new(&inner.limits, presence));
+    if has_presence {
+        let st = state.clone();
+        socket.on_disconnect(async move || {
+            if let Some(p) = &st.presence {
+                p.leave_all().await;
+            }
+        });
+    }
     for room in inner.rooms_in(socket.ns()) {
         let entry = room.descriptor;
         let (rooms, st) = (inner.clone(), state.clone());
@@ -503,11 +551,38 @@ async fn on_join<A: Adapter>(
     let Some(_join) = state.start_join(&rooms.limits) else {
         rooms.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
         let limited = JoinError::RateLimited { key: entry.key };
-        reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, Err(limited)).await;
+        reply(
+            &rooms,
+            &state,
+            &socket,
+            ack_id,
+            JOINED_EVENT,
+            Err(limited),
+            None,
+        )
+        .await;
         return;
     };
     let result = join(&rooms, &state, server, entry, call).await;
-    reply(&rooms, &state, &socket, ack_id, JOINED_EVENT, result).await;
+    let (result, members) = match (result, &state.presence) {
+        (Ok(done), Some(presence)) if entry.presence => {
+            match join_presence(presence, &socket, &done.room, done.newly).await {
+                Ok(members) => (Ok(done), members),
+                Err(e) => (Err(e), None),
+            }
+        }
+        (result, _) => (result, None),
+    };
+    reply(
+        &rooms,
+        &state,
+        &socket,
+        ack_id,
+        JOINED_EVENT,
+        result,
+        members,
+    )
+    .await;
 }
 
 async fn on_leave<A: Adapter>(
@@ -523,14 +598,19 @@ async fn on_leave<A: Adapter>(
         return;
     }
     let (socket, ack_id) = (call.socket.clone(), call.ack_id);
-    let result = leave(&rooms, &state, entry, call)
-        .await
-        .map(|(room, notify)| Done {
-            room,
-            notify,
-            recovery: None,
-        });
-    reply(&rooms, &state, &socket, ack_id, LEFT_EVENT, result).await;
+    let result = leave(&rooms, &state, entry, call).await;
+    if let (Ok((room, true)), Some(presence)) = (&result, &state.presence)
+        && entry.presence
+    {
+        presence.leave(room).await;
+    }
+    let result = result.map(|(room, notify)| Done {
+        room,
+        notify,
+        recovery: None,
+        newly: false,
+    });
+    reply(&rooms, &state, &socket, ack_id, LEFT_EVENT, result, None).await;
 }
 
 /// Answers `join_<key>` / `leave_<key>` for keys this namespace does not
@@ -571,18 +651,60 @@ async fn on_other<A: Adapter>(
         call.ack_id,
         JOINED_EVENT,
         Err(error),
+        None,
     )
     .await;
 }
 
 /// A request that succeeded: the room, whether to send the `joined`/`left`
-/// event, and for a history room its position.
+/// event, for a history room its position, and whether the socket was not
+/// in the room before.
 struct Done {
     room: String,
     notify: bool,
     recovery: Option<Recovery>,
+    newly: bool,
 }
 
+/// Records a join of a presence room (`newly`: the socket was not in it)
+/// and returns the members for the ack. A failure takes the socket out of
+/// the room again.
+async fn join_presence<A: Adapter>(
+    presence: &SocketPresence,
+    socket: &Arc<Socket<A>>,
+    room: &str,
+    newly: bool,
+) -> Result<Option<Vec<Member>>, JoinError> {
+    let failed = |e: crate::presence::PresenceError| JoinError::Presence {
+        room: room.to_owned(),
+        msg: e.to_string(),
+    };
+    if !newly {
+        return presence.members(room).await.map(Some).map_err(failed);
+    }
+    let ctx = JoinContext::for_socket(socket);
+    match presence.join(&ctx, room).await {
+        Ok(members) => {
+            // A leave or a disconnect that ran while the store was asked
+            // found nothing to remove yet: remove it now.
+            let still_in = socket.connected() && socket.rooms().iter().any(|r| r == room);
+            if !still_in {
+                presence.leave(room).await;
+                return Err(JoinError::Disconnected {
+                    room: room.to_owned(),
+                });
+            }
+            Ok(members)
+        }
+        Err(e) => {
+            socket.leave(room.to_owned());
+            tracing::warn!(target: "broadcast::presence", sid = %socket.id, room, error = %e, "join refused: presence failed");
+            Err(failed(e))
+        }
+    }
+}
+
+/// Joins the socket to the room; `(name, true)` when it was not in it yet.
 async fn join<A: Adapter>(
     rooms: &RoomsInner,
     state: &SocketState,
@@ -619,7 +741,7 @@ async fn join<A: Adapter>(
     // Checked before authorizing too, so a socket at its limit cannot make
     // the server run authorizers (database queries) for nothing.
     match membership(&socket, name) {
-        Membership::Member if history.is_none() => return Ok(done(name, None)),
+        Membership::Member if history.is_none() => return Ok(done(name, None, false)),
         Membership::Member => {}
         Membership::NotMember { rooms } if rooms >= limit => {
             return Err(JoinError::TooManyRooms {
@@ -649,7 +771,7 @@ async fn join<A: Adapter>(
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         match membership(&socket, name) {
-            Membership::Member if history.is_none() => return Ok(done(name, None)),
+            Membership::Member if history.is_none() => return Ok(done(name, None, false)),
             Membership::Member => true,
             Membership::NotMember { rooms } if rooms >= limit => {
                 return Err(JoinError::TooManyRooms {
@@ -687,14 +809,15 @@ async fn join<A: Adapter>(
         });
     }
     entry.on_join(&ctx, &room).await;
-    Ok(done(name, recovery))
+    Ok(done(name, recovery, !member))
 }
 
-fn done(room: &str, recovery: Option<Recovery>) -> Done {
+fn done(room: &str, recovery: Option<Recovery>, newly: bool) -> Done {
     Done {
         room: room.to_owned(),
         notify: true,
         recovery,
+        newly,
     }
 }
 
@@ -818,12 +941,14 @@ async fn reply<A: Adapter>(
     ack_id: Option<i64>,
     event: &str,
     result: Result<Done, JoinError>,
+    members: Option<Vec<Member>>,
 ) {
     let (event, event_payload, ack_payload) = match result {
         Ok(Done {
             room,
             notify,
             recovery,
+            newly: _,
         }) => {
             tracing::trace!(target: "broadcast::rooms", sid = %socket.id, ns = socket.ns(), %room, event, "ok");
             let (position, recovered) = match recovery {
@@ -838,6 +963,7 @@ async fn reply<A: Adapter>(
                 room,
                 position,
                 recovered,
+                members,
             };
             (notify.then_some(event), notice, ack)
         }

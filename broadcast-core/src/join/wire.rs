@@ -8,10 +8,14 @@
 //! `tests/typescript_transcript.rs` type-checks what a real server sends
 //! against the generated declarations.
 
-use broadcast_rules::protocol::{ERROR_EVENT, JOINED_EVENT, LEFT_EVENT};
+use broadcast_rules::protocol::{
+    ERROR_EVENT, JOINED_EVENT, LEFT_EVENT, PRESENCE_DIFF_EVENT, PRESENCE_JOINED_EVENT,
+    PRESENCE_LEFT_EVENT,
+};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
 use crate::position::Position;
+use crate::presence::Member;
 
 /// The payload of `joined` and `left`: `{"room": "chat|1"}`, and for a room
 /// that keeps history, `"position"`: where its stream was when the socket
@@ -152,8 +156,14 @@ impl RoomError {
 ///
 /// ```
 /// use broadcast_core::join::{RoomError, RoomReply};
-/// let ok = RoomReply::Ok { room: "lobby".into(), position: None, recovered: None };
+/// let ok = RoomReply::Ok { room: "lobby".into(), position: None, recovered: None, members: None };
 /// assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":true,"room":"lobby"}"#);
+/// let alice = broadcast_core::presence::Member::new("alice").unwrap();
+/// let ok = RoomReply::Ok { room: "chat|1".into(), members: Some(vec![alice]) };
+/// assert_eq!(
+///     serde_json::to_string(&ok).unwrap(),
+///     r#"{"ok":true,"room":"chat|1","members":[{"id":"alice"}]}"#
+/// );
 /// let refused = RoomReply::Err { error: RoomError::Forbidden { room: "chat|1".into() } };
 /// assert_eq!(
 ///     serde_json::to_string(&refused).unwrap(),
@@ -170,6 +180,9 @@ pub enum RoomReply {
         position: Option<Position>,
         /// With `since`: whether every missed event was replayed.
         recovered: Option<bool>,
+        /// For a join of a [presence](crate::presence) room: every member
+        /// after the join, the joiner included, sorted by id.
+        members: Option<Vec<Member>>,
     },
     /// Refused; the same payload as the `error` event.
     Err {
@@ -189,6 +202,7 @@ impl RoomReply {
                 WireField::required("room", WireType::String),
                 WireField::optional("recovered", WireType::Boolean),
                 WireField::optional("position", WireType::Shape(&POSITION_SHAPE)),
+                WireField::optional("members", WireType::Array(&PRESENCE_MEMBER_SHAPE)),
             ],
             &[
                 WireField::required("ok", WireType::Bool(false)),
@@ -200,12 +214,13 @@ impl RoomReply {
 
 impl Serialize for RoomReply {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut s = serializer.serialize_struct("RoomReply", 4)?;
+        let mut s = serializer.serialize_struct("RoomReply", 5)?;
         match self {
             Self::Ok {
                 room,
                 position,
                 recovered,
+                members,
             } => {
                 s.serialize_field("ok", &true)?;
                 s.serialize_field("room", room)?;
@@ -214,6 +229,9 @@ impl Serialize for RoomReply {
                 }
                 if let Some(position) = position {
                     s.serialize_field("position", position)?;
+                }
+                if let Some(members) = members {
+                    s.serialize_field("members", members)?;
                 }
             }
             Self::Err { error } => {
@@ -225,12 +243,99 @@ impl Serialize for RoomReply {
     }
 }
 
+/// The shape of a presence [`Member`]: an object with a string `id`; the
+/// application's metadata fields, if any, come with it.
+///
+/// ```
+/// assert_eq!(broadcast_core::join::PRESENCE_MEMBER_SHAPE.name, "PresenceMember");
+/// ```
+pub const PRESENCE_MEMBER_SHAPE: WireShape = WireShape {
+    name: "PresenceMember",
+    doc: "A member of a presence room (its metadata fields, if any, come with `id`).",
+    variants: &[&[WireField::required("id", WireType::String)]],
+};
+
+/// The payload of `presence_joined` and `presence_left`:
+/// `{"room": "chat|1", "member": {"id": "alice"}}`.
+///
+/// ```
+/// use broadcast_core::join::PresenceNotice;
+/// use broadcast_core::presence::Member;
+/// let n = PresenceNotice { room: "chat|1".into(), member: Member::new("alice").unwrap() };
+/// assert_eq!(
+///     serde_json::to_string(&n).unwrap(),
+///     r#"{"room":"chat|1","member":{"id":"alice"}}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceNotice {
+    /// The room's name.
+    pub room: String,
+    /// Who joined or left.
+    pub member: Member,
+}
+
+impl PresenceNotice {
+    /// The shape of [`PresenceNotice`] on the wire.
+    pub const SHAPE: WireShape = WireShape {
+        name: "PresenceNotice",
+        doc: "The payload of `presence_joined` and `presence_left`.",
+        variants: &[&[
+            WireField::required("room", WireType::String),
+            WireField::required("member", WireType::Shape(&PRESENCE_MEMBER_SHAPE)),
+        ]],
+    };
+}
+
+/// The payload of `presence_diff`: the transitions of a room coalesced
+/// past its rate, the last one of each member (see
+/// [`presence`](crate::presence)).
+///
+/// ```
+/// use broadcast_core::join::PresenceDiff;
+/// use broadcast_core::presence::Member;
+/// let d = PresenceDiff {
+///     room: "chat|1".into(),
+///     joined: vec![Member::new("bob").unwrap()],
+///     left: vec![],
+/// };
+/// assert_eq!(
+///     serde_json::to_string(&d).unwrap(),
+///     r#"{"room":"chat|1","joined":[{"id":"bob"}],"left":[]}"#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PresenceDiff {
+    /// The room's name.
+    pub room: String,
+    /// Members whose first connection joined.
+    pub joined: Vec<Member>,
+    /// Members whose last connection left.
+    pub left: Vec<Member>,
+}
+
+impl PresenceDiff {
+    /// The shape of [`PresenceDiff`] on the wire.
+    pub const SHAPE: WireShape = WireShape {
+        name: "PresenceDiff",
+        doc: "The payload of `presence_diff`: coalesced presence transitions.",
+        variants: &[&[
+            WireField::required("room", WireType::String),
+            WireField::required("joined", WireType::Array(&PRESENCE_MEMBER_SHAPE)),
+            WireField::required("left", WireType::Array(&PRESENCE_MEMBER_SHAPE)),
+        ]],
+    };
+}
+
 /// Every event the join protocol sends to clients, with its payload's shape.
 /// The names are [`broadcast_rules::protocol`]'s.
 pub const SERVER_EVENTS: &[(&str, &WireShape)] = &[
     (JOINED_EVENT, &RoomNotice::SHAPE),
     (LEFT_EVENT, &RoomNotice::SHAPE),
     (ERROR_EVENT, &RoomError::SHAPE),
+    (PRESENCE_JOINED_EVENT, &PresenceNotice::SHAPE),
+    (PRESENCE_LEFT_EVENT, &PresenceNotice::SHAPE),
+    (PRESENCE_DIFF_EVENT, &PresenceDiff::SHAPE),
 ];
 
 /// A JSON object type the protocol sends, described for generators of
@@ -292,6 +397,8 @@ pub enum WireType {
     Number,
     /// An object of another shape.
     Shape(&'static WireShape),
+    /// An array of objects of another shape.
+    Array(&'static WireShape),
 }
 
 #[cfg(test)]
@@ -339,16 +446,28 @@ mod tests {
                 key: "k".into(),
             },
         ];
+        let member = || Member::new("m").unwrap();
+        let presence = [PresenceNotice {
+            room: "r".into(),
+            member: member(),
+        }];
+        let diffs = [PresenceDiff {
+            room: "r".into(),
+            joined: vec![member()],
+            left: vec![],
+        }];
         let mut replies = vec![
             RoomReply::Ok {
                 room: "r".into(),
                 position: None,
                 recovered: None,
+                members: None,
             },
             RoomReply::Ok {
                 room: "r".into(),
                 position: Some(position()),
                 recovered: Some(true),
+                members: Some(vec![member()]),
             },
         ];
         replies.extend(errors.iter().map(|e| RoomReply::Err { error: e.clone() }));
@@ -369,6 +488,7 @@ mod tests {
                     room: _,
                     position: _,
                     recovered: _,
+                    members: _,
                 }
                 | RoomReply::Err { error: _ } => {}
             }
@@ -382,6 +502,12 @@ mod tests {
         }
         for r in &replies {
             out.push((&RoomReply::SHAPE, serde_json::to_value(r).unwrap()));
+        }
+        for p in &presence {
+            out.push((&PresenceNotice::SHAPE, serde_json::to_value(p).unwrap()));
+        }
+        for d in &diffs {
+            out.push((&PresenceDiff::SHAPE, serde_json::to_value(d).unwrap()));
         }
         out
     }
@@ -414,6 +540,9 @@ mod tests {
             WireType::Boolean => v.is_boolean(),
             WireType::Number => v.is_u64(),
             WireType::Shape(s) => matching(s, v).len() == 1,
+            WireType::Array(s) => v
+                .as_array()
+                .is_some_and(|a| a.iter().all(|v| matching(s, v).len() == 1)),
         }
     }
 
@@ -430,7 +559,13 @@ mod tests {
             }
         }
         // Every field of every shape was seen, and optional ones both ways.
-        for shape in [&RoomNotice::SHAPE, &RoomError::SHAPE, &RoomReply::SHAPE] {
+        for shape in [
+            &RoomNotice::SHAPE,
+            &RoomError::SHAPE,
+            &RoomReply::SHAPE,
+            &PresenceNotice::SHAPE,
+            &PresenceDiff::SHAPE,
+        ] {
             for (i, fields) in shape.variants.iter().enumerate() {
                 for f in *fields {
                     assert!(
@@ -457,6 +592,11 @@ mod tests {
             (&RoomNotice::SHAPE, std::any::type_name::<RoomNotice>()),
             (&RoomError::SHAPE, std::any::type_name::<RoomError>()),
             (&RoomReply::SHAPE, std::any::type_name::<RoomReply>()),
+            (
+                &PresenceNotice::SHAPE,
+                std::any::type_name::<PresenceNotice>(),
+            ),
+            (&PresenceDiff::SHAPE, std::any::type_name::<PresenceDiff>()),
         ] {
             assert!(ty.ends_with(&format!("::{}", shape.name)), "{ty}");
         }

@@ -85,6 +85,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::broadcaster::Broadcaster;
 use crate::history::{Feed, HistoryRooms, HistoryTransport, Store};
+use crate::presence::Presence;
 use crate::transport::Transport;
 pub use history::HISTORY_SHARDS;
 use history::RedisStore;
@@ -94,6 +95,7 @@ mod driver;
 mod error;
 mod history;
 mod inbound;
+mod presence;
 mod publish;
 mod stats;
 
@@ -107,6 +109,8 @@ pub use error::{PublishError, RedisError};
 /// The fred version the driver is built on, to name its types.
 pub use fred;
 pub use fred::prelude::ReconnectPolicy;
+use presence::RedisPresenceStore;
+pub use presence::{ALIVE_TTL, HEARTBEAT, SWEEP};
 pub use publish::IDEMPOTENCY_TTL;
 use publish::{RedisServerTransport, RedisTransport};
 /// The socketioxide-redis version the adapter comes from.
@@ -148,6 +152,9 @@ pub struct RedisSocketIo {
     pub remote: Broadcaster,
     /// Stats and shutdown of the Redis connection.
     pub connection: RedisConnection,
+    /// The presence of rooms, shared by every server and worker (see
+    /// [`presence`](crate::presence)).
+    pub presence: Presence,
 }
 
 impl std::fmt::Debug for RedisSocketIo {
@@ -168,6 +175,8 @@ pub struct RedisWorker {
     pub broadcaster: Broadcaster,
     /// Stats and shutdown of the Redis connection.
     pub connection: RedisConnection,
+    /// The presence of rooms, as the servers record it (queries only).
+    pub presence: Presence,
 }
 
 /// Sets up a Socket.IO server whose broadcasts reach the sockets of every
@@ -220,6 +229,10 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
         let transport = HistoryTransport::new(transport, rooms, store, Some(feed));
         (config.broadcaster(transport), config.broadcaster(remote))
     };
+    let server_id = io.config().server_id.to_string();
+    let store = Arc::new(RedisPresenceStore::connect(&config, server_id.clone()).await?);
+    let service = crate::presence::registry::register(&server_id, store.clone());
+    presence::spawn_upkeep(store, Arc::downgrade(&service));
     tracing::info!(
         server_id = %io.config().server_id,
         prefix = config.prefix_str(),
@@ -231,6 +244,7 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
         broadcaster,
         remote,
         connection,
+        presence: Presence::new(service),
     })
 }
 
@@ -269,9 +283,14 @@ pub async fn worker(config: RedisConfig) -> Result<RedisWorker, RedisError> {
             None::<Arc<Feed<RedisAdapter>>>,
         ))
     };
+    let store = RedisPresenceStore::connect(&config, String::new()).await?;
+    let service = Arc::new(crate::presence::service::PresenceService::new(Arc::new(
+        store,
+    )));
     Ok(RedisWorker {
         broadcaster,
         connection,
+        presence: Presence::new(service),
     })
 }
 

@@ -176,6 +176,7 @@ pub struct RoomAttrs {
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
     pub history: Option<History>,
+    pub presence: bool,
     pub krate: Option<syn::Path>,
 }
 
@@ -204,6 +205,7 @@ impl RoomAttrs {
         let mut on_join = Attr::none(cx, ROOM, ON_JOIN);
         let mut on_leave = Attr::none(cx, ROOM, ON_LEAVE);
         let mut history = Attr::none(cx, ROOM, HISTORY);
+        let mut presence = BoolAttr::none(cx, ROOM, PRESENCE);
         let mut krate = Attr::none(cx, ROOM, CRATE);
 
         for attr in attrs {
@@ -239,6 +241,15 @@ impl RoomAttrs {
                     on_leave.set_opt(&meta.path, fn_path(cx, ON_LEAVE, &meta)?);
                 } else if meta.path == HISTORY {
                     history.set_opt(&meta.path, history_attr(cx, &meta)?);
+                } else if meta.path == PRESENCE {
+                    if !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+                        cx.error_spanned_by(
+                            &meta.path,
+                            "`presence` takes no value: write `#[room(presence)]`",
+                        );
+                        skip_value(&meta)?;
+                    }
+                    presence.set_true(&meta.path);
                 } else if meta.path == CRATE {
                     krate.set_opt(&meta.path, crate_path(cx, &meta)?);
                 } else {
@@ -259,6 +270,7 @@ impl RoomAttrs {
             on_join: on_join.get(),
             on_leave: on_leave.get(),
             history: history.get(),
+            presence: presence.get(),
             krate: krate.get(),
         }
     }
@@ -608,7 +620,7 @@ mod tests {
             errors(cx),
             [
                 "`public` takes no value: write `#[room(public)]`",
-                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, history, crate",
+                "unknown room attribute `namespce`; expected one of: key, namespace, public, authorize, on_join, on_leave, history, presence, crate",
                 "`key` takes a string literal",
                 "duplicate room attribute `public`",
                 "`authorize` takes the path of a function called with `(&JoinContext, &Self)`, e.g. `authorize = my_fn` or `authorize = Self::my_fn`",

@@ -27,12 +27,13 @@ pub const ON_LEAVE: Symbol = Symbol("on_leave");
 pub const HISTORY: Symbol = Symbol("history");
 pub const SIZE: Symbol = Symbol("size");
 pub const TTL: Symbol = Symbol("ttl");
+pub const PRESENCE: Symbol = Symbol("presence");
 
 /// The keys of `#[broadcast(...)]`, in the order error messages list them.
 pub const EVENT_KEYS: &[Symbol] = &[ON, AS, WHEN, NAME, NAMESPACE, PAYLOAD, CRATE];
 /// The keys of `#[room(...)]`, in the order error messages list them.
 pub const ROOM_KEYS: &[Symbol] = &[
-    KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, HISTORY, CRATE,
+    KEY, NAMESPACE, PUBLIC, AUTHORIZE, ON_JOIN, ON_LEAVE, HISTORY, PRESENCE, CRATE,
 ];
 /// The keys of `history(...)`.
 pub const HISTORY_KEYS: &[Symbol] = &[SIZE, TTL];
@@ -84,7 +85,7 @@ mod tests {
         );
         assert_eq!(
             list(ROOM_KEYS),
-            "key, namespace, public, authorize, on_join, on_leave, history, crate"
+            "key, namespace, public, authorize, on_join, on_leave, history, presence, crate"
         );
         assert_eq!(list(HISTORY_KEYS), "size, ttl");
     }

@@ -115,6 +115,11 @@ pub fn room(m: &Room) -> TokenStream {
                 #p::Option::Some(#krate::HistoryPolicy::new(#size, #ttl));
         }
     });
+    let presence = m.presence.then(|| {
+        quote!(
+            const PRESENCE: bool = true;
+        )
+    });
 
     quote! {
         #[doc(hidden)]
@@ -137,6 +142,7 @@ pub fn room(m: &Room) -> TokenStream {
                 const ACCESS: #j::Access = #j::Access::#access;
                 const FIELDS: &'static [&'static str] = &[#(#names),*];
                 #history
+                #presence
 
                 fn from_join_data(
                     __data: &#p::Value,

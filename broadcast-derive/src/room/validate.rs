@@ -17,6 +17,7 @@ pub struct Room<'a> {
     pub on_join: Option<syn::Path>,
     pub on_leave: Option<syn::Path>,
     pub history: Option<History>,
+    pub presence: bool,
     pub style: Style,
     pub fields: Vec<Field<'a>>,
 }
@@ -100,6 +101,7 @@ pub fn room<'a>(cx: &Ctxt, cont: Container<'a>, attrs: RoomAttrs) -> Room<'a> {
         on_join: attrs.on_join,
         on_leave: attrs.on_leave,
         history: attrs.history,
+        presence: attrs.presence,
         style,
         fields,
     }

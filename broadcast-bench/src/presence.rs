@@ -1,0 +1,380 @@
+//! Presence benchmark: two chat servers (the `chat` example, release build,
+//! as processes) on a harness-started Redis, N websocket clients.
+//!
+//! 1. Join storm: N clients (half on each server, users `u0`..) join chat 1
+//!    (a presence room) at once, without asking for acks (n acks of up to
+//!    n members do not fit in one client process; a 2,000 run with acks is
+//!    in BENCHMARKS.md). Reports the time until every `joined` is in,
+//!    the time until both servers' `GET /chats/1/members` list everyone,
+//!    and the presence frames two observers (one per server) received:
+//!    count and per second, against the coalescing rule (per room and
+//!    server: burst 20, then 10/s, so at most `2 * (20 + 10 * t)` in `t`
+//!    seconds from two servers).
+//! 2. Queries at N members: `members` and `count` of chat 1 from a worker
+//!    (`redis::worker(..).presence`), Q times each: p50/p99/max.
+//! 3. The same N clients join their own `user|<name>` room (no presence):
+//!    the join storm without presence, for comparison.
+//!
+//! ```text
+//! cargo build --release --example chat
+//! cargo run --release -p broadcast-bench --bin broadcast-presence -- [members] [queries]
+//! cargo run --release -p broadcast-bench --bin broadcast-presence -- queries [members] [queries]
+//! ```
+//! Prints one JSON line.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broadcast_core::redis::RedisConfig;
+use broadcast_test_support::ports::free_port;
+use broadcast_test_support::redis::RedisServer;
+use broadcast_test_support::sio_client::SioClient;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(900);
+
+fn chat_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no exe dir")?;
+    let bin = dir.join("examples").join("chat");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} missing: run `cargo build --release --example chat` first",
+            bin.display()
+        ))
+    }
+}
+
+async fn start_chat(bin: &PathBuf, redis_url: &str) -> Result<(Child, u16), String> {
+    let port = free_port().map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .env("PORT", port.to_string())
+        .env("REDIS_URL", redis_url)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if members(port).await.is_ok() {
+            return Ok((child, port));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("chat server on {port} did not start"))
+}
+
+/// `GET /chats/1/members` of the server on `port`: how many.
+async fn members(port: u16) -> Result<usize, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET /chats/1/members HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split("\r\n\r\n").nth(1).ok_or("no body")?;
+    // A chunked body: the JSON is the first line that starts with `{`.
+    let json = body
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or("no JSON in the body")?;
+    let v: Value = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    v["members"]
+        .as_array()
+        .map(Vec::len)
+        .ok_or_else(|| "no members".to_owned())
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+async fn connect_all(ports: [u16; 2], n: usize) -> Result<Vec<SioClient>, String> {
+    let mut out = Vec::with_capacity(n);
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let port = ports[i % 2];
+        pending.push(tokio::spawn(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            SioClient::connect(addr, "/", Some(json!({"user": format!("u{i}")}))).await
+        }));
+        if pending.len() == 200 || i + 1 == n {
+            for p in pending.drain(..) {
+                out.push(
+                    p.await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?,
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Waits for `n` `joined` of phase `phase`.
+async fn wait_joined(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<u8>,
+    n: usize,
+    phase: u8,
+) -> Result<(), String> {
+    let mut got = 0;
+    while got < n {
+        match tokio::time::timeout(WAIT, rx.recv()).await {
+            Ok(Some(p)) if p == phase => got += 1,
+            Ok(Some(_)) => {}
+            _ => return Err(format!("{got} of {n} joins answered")),
+        }
+    }
+    Ok(())
+}
+
+/// `queries N Q`: the read path alone at N members, written straight into
+/// Redis in the layout the presence scripts write (one process cannot hold
+/// N clients' frames for large N on a small machine).
+async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let redis = RedisServer::start()
+        .await?
+        .ok_or("redis-server is not available")?;
+    let key = "socket.io-presence:{/\u{1f}chat|1}:m";
+    let mut args = vec!["HSET".to_owned(), key.to_owned()];
+    for i in 0..n {
+        args.push(format!("u{i}"));
+        args.push(format!("{{\"id\":\"u{i}\"}}"));
+    }
+    let _: i64 = redis.command(args).await?;
+    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+    let (mut list, mut count) = (Vec::new(), Vec::new());
+    for _ in 0..q {
+        let t = Instant::now();
+        let m = worker.presence.members("/", "chat|1").await?;
+        list.push(ms(t.elapsed()));
+        let t = Instant::now();
+        let c = worker.presence.count("/", "chat|1").await?;
+        count.push(ms(t.elapsed()));
+        if m.len() != n || c != n {
+            return Err(format!("{} / {c} members, want {n}", m.len()).into());
+        }
+    }
+    list.sort_by(f64::total_cmp);
+    count.sort_by(f64::total_cmp);
+    println!(
+        "{}",
+        json!({
+            "members": n,
+            "queries": q,
+            "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+            "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
+        })
+    );
+    worker.connection.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("queries") {
+        args.next();
+        let n: usize = args
+            .next()
+            .map(|a| a.parse())
+            .transpose()?
+            .unwrap_or(10_000);
+        let q: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
+        return queries_only(n, q).await;
+    }
+    let n: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let queries: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000);
+    let bin = chat_bin()?;
+    let redis = RedisServer::start()
+        .await?
+        .ok_or("redis-server is not available")?;
+    let (_a, pa) = start_chat(&bin, &redis.url()).await?;
+    let (_b, pb) = start_chat(&bin, &redis.url()).await?;
+
+    // Observers, one per server, in chat 1 first.
+    let mut frame_logs = Vec::new();
+    for (name, port) in [("obsa", pa), ("obsb", pb)] {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut c = SioClient::connect(addr, "/", Some(json!({"user": name}))).await?;
+        c.emit_with_ack("/", "join_chat", vec![json!(1)], WAIT)
+            .await?;
+        let log: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+        let l = log.clone();
+        tokio::spawn(async move {
+            while let Ok(ev) = c.next_event(WAIT).await {
+                if ev.event.starts_with("presence_") {
+                    l.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(Instant::now());
+                }
+            }
+        });
+        frame_logs.push(log);
+    }
+
+    let clients = connect_all([pa, pb], n).await?;
+    eprintln!("{n} clients connected; join storm");
+    // Each client is a task that reads everything it receives (every member
+    // gets every presence frame: the bench process holds all of them, so
+    // nothing may pile up) and reports its `joined`. Joins are sent without
+    // an ack: n acks of up to n members each do not fit in one process.
+    let (phase_tx, phase_rx) = tokio::sync::watch::channel(0u8);
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let mut phase = phase_rx.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let mut current = 0u8;
+            loop {
+                tokio::select! {
+                    changed = phase.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        current = *phase.borrow();
+                        let sent = match current {
+                            1 => c.emit("/", "join_chat", vec![json!(1)]).await,
+                            2 => c.emit("/", "join_user", vec![json!(format!("u{i}"))]).await,
+                            _ => {
+                                let _ = c.disconnect().await;
+                                return;
+                            }
+                        };
+                        if sent.is_err() {
+                            return;
+                        }
+                    }
+                    ev = c.next_event(WAIT) => match ev {
+                        Ok(ev) if ev.event == "joined" => {
+                            let _ = done.send(current);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                }
+            }
+        });
+    }
+    drop(done_tx);
+    let start = Instant::now();
+    phase_tx.send(1)?;
+    let want = n + 2;
+    let poll = tokio::spawn(async move {
+        loop {
+            let (ma, mb) = (
+                members(pa).await.unwrap_or(0),
+                members(pb).await.unwrap_or(0),
+            );
+            if ma == want && mb == want {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > WAIT {
+                return Err(format!("member lists {ma}/{mb}, want {want}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    wait_joined(&mut done_rx, n, 1).await?;
+    let all_acked = start.elapsed();
+    let complete = Some(poll.await??);
+    // Frames still on their way (a last diff) arrive within a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut frames = Vec::new();
+    for log in &frame_logs {
+        let times = log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let span = times
+            .last()
+            .map_or(0.0, |t| t.duration_since(start).as_secs_f64());
+        let mut per_second = std::collections::BTreeMap::new();
+        for t in &times {
+            *per_second
+                .entry(t.duration_since(start).as_secs())
+                .or_insert(0u32) += 1;
+        }
+        let max_1s = per_second.values().copied().max().unwrap_or(0);
+        frames.push(json!({
+            "frames": times.len(),
+            "span_s": (span * 1e3).round() / 1e3,
+            "frames_per_s": if span > 0.0 { (times.len() as f64 / span * 10.0).round() / 10.0 } else { 0.0 },
+            "max_in_1s": max_1s,
+            // Two servers, each at most burst 20 + 10/s per room.
+            "rule_max": (2.0 * (20.0 + 10.0 * span)).floor(),
+        }));
+    }
+
+    // Queries from a worker, at n + 2 members, once the clients are idle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+    let room = "chat|1";
+    let (mut list, mut count) = (Vec::new(), Vec::new());
+    for _ in 0..queries {
+        let t = Instant::now();
+        let m = worker.presence.members("/", room).await?;
+        list.push(ms(t.elapsed()));
+        if m.len() != want {
+            return Err(format!("members: {} != {want}", m.len()).into());
+        }
+        let t = Instant::now();
+        let c = worker.presence.count("/", room).await?;
+        count.push(ms(t.elapsed()));
+        if c != want {
+            return Err(format!("count: {c} != {want}").into());
+        }
+    }
+    list.sort_by(f64::total_cmp);
+    count.sort_by(f64::total_cmp);
+
+    // The same clients into rooms without presence.
+    let start = Instant::now();
+    phase_tx.send(2)?;
+    wait_joined(&mut done_rx, n, 2).await?;
+    let plain = start.elapsed();
+    phase_tx.send(3)?;
+
+    println!(
+        "{}",
+        json!({
+            "members": want,
+            "join_storm": {
+                "joins": n,
+                "all_joined_ms": ms(all_acked),
+                "every_server_complete_ms": complete.map(ms),
+                "observers": frames,
+            },
+            "queries_at_members": want,
+            "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+            "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
+            "join_storm_without_presence": {"joins": n, "all_joined_ms": ms(plain)},
+        })
+    );
+    worker.connection.shutdown().await?;
+    Ok(())
+}

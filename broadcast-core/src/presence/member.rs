@@ -1,0 +1,220 @@
+//! Who a presence member is, as the wire and the stores hold it, and what
+//! can go wrong with presence.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// Longest member id, in bytes: ids are room-map keys in Redis and repeated
+/// in every presence frame.
+///
+/// ```
+/// use broadcast_core::presence::{MAX_MEMBER_ID_LEN, Member};
+/// assert!(Member::new("x".repeat(MAX_MEMBER_ID_LEN + 1)).is_err());
+/// ```
+pub const MAX_MEMBER_ID_LEN: usize = 128;
+/// Largest member object (id and metadata), in bytes of JSON: every join
+/// ack carries every member.
+///
+/// ```
+/// use broadcast_core::presence::{MAX_MEMBER_BYTES, Member};
+/// let big = serde_json::json!({ "bio": "x".repeat(MAX_MEMBER_BYTES) });
+/// assert!(Member::with_meta("alice", &big).is_err());
+/// ```
+pub const MAX_MEMBER_BYTES: usize = 1024;
+
+/// One member of a presence room: a JSON object with a string `id` (the
+/// user, counted once however many connections it has) and, optionally,
+/// more fields (its metadata). Serialized as that object.
+///
+/// ```
+/// use broadcast_core::presence::Member;
+/// #[derive(serde::Serialize)]
+/// struct Meta { color: &'static str }
+///
+/// let alice = Member::new("alice").unwrap();
+/// assert_eq!(serde_json::to_string(&alice).unwrap(), r#"{"id":"alice"}"#);
+/// let carol = Member::with_meta("carol", &Meta { color: "red" }).unwrap();
+/// assert_eq!(carol.json(), r#"{"id":"carol","color":"red"}"#);
+/// assert!(Member::new("").is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Member {
+    id: Arc<str>,
+    json: Arc<str>,
+}
+
+impl Member {
+    /// A member with only an id.
+    pub fn new(id: impl Into<String>) -> Result<Self, PresenceError> {
+        Self::with_meta(id, &serde_json::Map::new())
+    }
+
+    /// A member with metadata: `meta` must serialize to a JSON object
+    /// without an `id` key; its fields follow `id`.
+    pub fn with_meta<M: Serialize + ?Sized>(
+        id: impl Into<String>,
+        meta: &M,
+    ) -> Result<Self, PresenceError> {
+        let id = id.into();
+        check_id(&id)?;
+        let invalid = |reason: String| PresenceError::InvalidMember {
+            id: crate::util::echo(&id),
+            reason,
+        };
+        let meta = serde_json::to_value(meta).map_err(|e| invalid(e.to_string()))?;
+        let serde_json::Value::Object(meta) = meta else {
+            return Err(invalid(
+                "the metadata must serialize to a JSON object".into(),
+            ));
+        };
+        if meta.contains_key("id") {
+            return Err(invalid("the metadata cannot have an `id` field".into()));
+        }
+        // `id` first, as clients read it; then the metadata in its order.
+        let id_json = serde_json::to_string(&id).map_err(|e| invalid(e.to_string()))?;
+        let json = if meta.is_empty() {
+            format!("{{\"id\":{id_json}}}")
+        } else {
+            let rest = serde_json::to_string(&meta).map_err(|e| invalid(e.to_string()))?;
+            format!("{{\"id\":{id_json},{}", &rest[1..])
+        };
+        if json.len() > MAX_MEMBER_BYTES {
+            return Err(invalid(format!(
+                "the member is {} bytes of JSON, over the {MAX_MEMBER_BYTES}-byte limit",
+                json.len()
+            )));
+        }
+        Ok(Self {
+            id: id.into(),
+            json: json.into(),
+        })
+    }
+
+    /// Reads a member back from its JSON (as a store holds it): an object
+    /// with a valid string `id`, within [`MAX_MEMBER_BYTES`].
+    ///
+    /// ```
+    /// use broadcast_core::presence::Member;
+    /// assert_eq!(Member::from_json(r#"{"id":"bob","x":1}"#).unwrap().id(), "bob");
+    /// assert!(Member::from_json(r#"{"name":"bob"}"#).is_err());
+    /// assert!(Member::from_json(r#"["bob"]"#).is_err());
+    /// ```
+    pub fn from_json(json: &str) -> Result<Self, PresenceError> {
+        let corrupt = |reason: String| PresenceError::InvalidMember {
+            id: String::new(),
+            reason,
+        };
+        if json.len() > MAX_MEMBER_BYTES {
+            return Err(corrupt(format!(
+                "{} bytes of JSON, over the {MAX_MEMBER_BYTES}-byte limit",
+                json.len()
+            )));
+        }
+        // Only the id is kept; the rest is checked for being JSON without
+        // building it (member lists of 10,000 are read on every query).
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: std::borrow::Cow<'a, str>,
+        }
+        if !json.trim_start().starts_with('{') {
+            return Err(corrupt("not a JSON object".into()));
+        }
+        let parsed: Id<'_> = serde_json::from_str(json)
+            .map_err(|e| corrupt(format!("not an object with a string `id` ({e})")))?;
+        check_id(&parsed.id)?;
+        Ok(Self {
+            id: parsed.id.as_ref().into(),
+            json: json.into(),
+        })
+    }
+
+    /// The member's id.
+    ///
+    /// ```
+    /// assert_eq!(broadcast_core::presence::Member::new("alice").unwrap().id(), "alice");
+    /// ```
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The member's JSON object, as clients receive it.
+    ///
+    /// ```
+    /// let m = broadcast_core::presence::Member::new("alice").unwrap();
+    /// assert_eq!(m.json(), r#"{"id":"alice"}"#);
+    /// ```
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+impl fmt::Debug for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.json)
+    }
+}
+
+impl Serialize for Member {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // Checked JSON by construction; re-parsing it is the only failure.
+        let raw: &RawValue = serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), PresenceError> {
+    let reason = if id.is_empty() {
+        "the id is empty".to_owned()
+    } else if id.len() > MAX_MEMBER_ID_LEN {
+        format!("the id is over {MAX_MEMBER_ID_LEN} bytes")
+    } else if id.chars().any(char::is_control) {
+        "the id has control characters".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(PresenceError::InvalidMember {
+        id: crate::util::echo(id),
+        reason,
+    })
+}
+
+/// Why a presence operation failed. Each variant names the room (or the
+/// member) it was about.
+///
+/// ```
+/// use broadcast_core::presence::PresenceError;
+/// let e = PresenceError::Store { op: "join", room: "chat|1".into(), reason: "timeout".into() };
+/// assert_eq!(e.to_string(), "presence join in room `chat|1` failed: timeout");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// The member the application gave (or a store held) is not valid.
+    #[error("invalid presence member `{id}`: {reason}")]
+    InvalidMember {
+        /// The member id (truncated; empty when there was none).
+        id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The store (Redis) failed or answered something unexpected.
+    #[error("presence {op} in room `{room}` failed: {reason}")]
+    Store {
+        /// The operation: `join`, `leave`, `members`, `count`, `cleanup`.
+        op: &'static str,
+        /// The room.
+        room: String,
+        /// The store's message.
+        reason: String,
+    },
+    /// Presence is not set up for this server.
+    #[error("presence is not available: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
