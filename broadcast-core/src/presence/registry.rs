@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use super::memory::MemoryStore;
 use super::service::PresenceService;
+#[cfg(feature = "redis")]
 use super::store::Store;
 
 static SERVICES: Mutex<Option<HashMap<String, Weak<PresenceService>>>> = Mutex::new(None);
 
 /// Registers the service of the server `server_id` on `store` (replacing
 /// any other).
+#[cfg(feature = "redis")]
 pub(crate) fn register(server_id: &str, store: Arc<dyn Store>) -> Arc<PresenceService> {
     let service = Arc::new(PresenceService::new(store));
     let mut map = SERVICES.lock().unwrap_or_else(PoisonError::into_inner);

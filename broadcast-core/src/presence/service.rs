@@ -306,6 +306,7 @@ impl PresenceService {
 
     /// Announces a transition a store decided outside `join`/`leave` (a
     /// restored connection, a retried leave).
+    #[cfg(feature = "redis")]
     pub(crate) fn announce_key(&self, key: &str, joined: bool, t: Transition) {
         if let Some((namespace, room)) = split_key(key) {
             self.announce(namespace, room, None, joined, t);
@@ -314,6 +315,7 @@ impl PresenceService {
 
     /// Announces transitions a store decided outside `join`/`leave` (the
     /// members of a dead server, removed by this one).
+    #[cfg(feature = "redis")]
     pub(crate) fn announce_left(&self, key: &str, left: Vec<Member>, vacated: bool) {
         let Some((namespace, room)) = split_key(key) else {
             return;
