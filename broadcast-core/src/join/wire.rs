@@ -159,10 +159,16 @@ impl RoomError {
 /// let ok = RoomReply::Ok { room: "lobby".into(), position: None, recovered: None, members: None };
 /// assert_eq!(serde_json::to_string(&ok).unwrap(), r#"{"ok":true,"room":"lobby"}"#);
 /// let alice = broadcast_core::presence::Member::new("alice").unwrap();
-/// let ok = RoomReply::Ok { room: "chat|1".into(), members: Some(vec![alice]) };
+/// let position = Some(broadcast_core::Position { offset: 17, epoch: "e".into() });
+/// let ok = RoomReply::Ok {
+///     room: "chat|1".into(),
+///     position,
+///     recovered: Some(true),
+///     members: Some(vec![alice]),
+/// };
 /// assert_eq!(
 ///     serde_json::to_string(&ok).unwrap(),
-///     r#"{"ok":true,"room":"chat|1","members":[{"id":"alice"}]}"#
+///     r#"{"ok":true,"room":"chat|1","recovered":true,"position":{"offset":17,"epoch":"e"},"members":[{"id":"alice"}]}"#
 /// );
 /// let refused = RoomReply::Err { error: RoomError::Forbidden { room: "chat|1".into() } };
 /// assert_eq!(

@@ -232,7 +232,11 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
     let server_id = io.config().server_id.to_string();
     let store = Arc::new(RedisPresenceStore::connect(&config, server_id.clone()).await?);
     let service = crate::presence::registry::register(&server_id, store.clone());
-    presence::spawn_upkeep(store, Arc::downgrade(&service));
+    // Heartbeats and sweeps only where some room has presence: a program
+    // without it sends Redis nothing for presence.
+    if crate::registry::rooms().any(|r| r.presence) {
+        presence::spawn_upkeep(store, Arc::downgrade(&service));
+    }
     tracing::info!(
         server_id = %io.config().server_id,
         prefix = config.prefix_str(),
