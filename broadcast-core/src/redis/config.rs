@@ -809,6 +809,25 @@ impl RedisConfig {
         Ok(())
     }
 
+    /// Builds and connects a plain fred client (RESP3, reconnect policy,
+    /// command timeout); a failure names the target.
+    pub(crate) async fn connect_plain(&self) -> Result<fred::clients::Client, RedisError> {
+        use fred::interfaces::ClientLike;
+        let target = self.target();
+        let client = self
+            .fred_builder()
+            .build()
+            .map_err(|source| RedisError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+        client
+            .init()
+            .await
+            .map_err(|source| RedisError::Connect { target, source })?;
+        Ok(client)
+    }
+
     /// A fred builder with every setting applied. Call
     /// [`validate`](Self::validate) first: it reports bad TLS files.
     pub(crate) fn fred_builder(&self) -> fred::prelude::Builder {

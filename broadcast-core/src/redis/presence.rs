@@ -167,18 +167,7 @@ fn store_error(op: &'static str, room: &str, e: impl std::fmt::Display) -> Prese
 
 impl RedisPresenceStore {
     pub(crate) async fn connect(config: &RedisConfig, server: String) -> Result<Self, RedisError> {
-        let target = config.target();
-        let client = config
-            .fred_builder()
-            .build()
-            .map_err(|source| RedisError::Connect {
-                target: target.clone(),
-                source,
-            })?;
-        client.init().await.map_err(|source| RedisError::Connect {
-            target: target.clone(),
-            source,
-        })?;
+        let client = config.connect_plain().await?;
         Ok(Self {
             client,
             prefix: format!("{}-presence", config.prefix_str()),

@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, LuaInterface, PubsubInterface};
+use fred::interfaces::{LuaInterface, PubsubInterface};
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide_core::adapter::remote_packet::{RequestOut, RequestTypeOut};
@@ -365,17 +365,7 @@ impl RedisTransport {
     pub(crate) async fn connect(config: &RedisConfig) -> Result<Self, RedisError> {
         config.validate()?;
         let target = config.target();
-        let client = config
-            .fred_builder()
-            .build()
-            .map_err(|source| RedisError::Connect {
-                target: target.clone(),
-                source,
-            })?;
-        client.init().await.map_err(|source| RedisError::Connect {
-            target: target.clone(),
-            source,
-        })?;
+        let client = config.connect_plain().await?;
         tracing::info!(target = %target, "connected to Redis (worker)");
         let stats = RedisStats::default();
         let (closed, _) = tokio::sync::watch::channel(false);
