@@ -291,3 +291,49 @@ async fn two_relays_at_once_deliver_every_row_once_in_commit_order() {
         r.shutdown().await;
     }
 }
+
+/// Delivered rows are kept for the retention (an hour by default) and
+/// deleted once it is over; a zero retention deletes them as they go out.
+#[tokio::test]
+async fn delivered_rows_are_kept_for_the_retention_then_pruned() {
+    init_tracing();
+    let Some((_db, pool)) = database("delivered_rows_are_kept_for_the_retention_then_pruned").await
+    else {
+        return;
+    };
+    let table = Outbox::default().table().to_owned();
+    let rows = |pool: sqlx::PgPool| {
+        let table = table.clone();
+        async move {
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            n
+        }
+    };
+    for (retention, kept) in [(Duration::from_secs(3600), 1), (Duration::ZERO, 0)] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&pool)
+            .await
+            .ok();
+        let (http, io) = local_server().await;
+        let b = Broadcaster::socketio(io);
+        let relay = Relay::builder(pool.clone(), b.clone())
+            .poll_interval(Duration::from_millis(100))
+            .retention(retention)
+            .spawn();
+        let mut c = client(http.addr, &["r1"]).await;
+        let mut tx = pool.begin().await.unwrap();
+        b.broadcast(Numbered::new("r1", 0, 1))
+            .after_commit(&mut tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(collect_numbered(&mut c, 1, QUIET).await.len(), 1);
+        assert_eq!(Outbox::default().pending(&pool).await.unwrap(), 0);
+        assert_eq!(rows(pool.clone()).await, kept, "retention {retention:?}");
+        relay.shutdown().await;
+    }
+}
