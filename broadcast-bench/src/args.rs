@@ -42,6 +42,14 @@ OPTIONS:
                         keeping its last 1,000 events: every event gets an
                         offset in Redis, and carries its position)            [room]
 
+    --placement P       blocks: blocks of R consecutive clients per server, so every
+                        server holds members of every room; rooms: all members of
+                        room r on server r % S (each server holds 1/S of the rooms) [blocks]
+
+Environment:
+    BROADCAST_BENCH_ROOM_CHANNELS=off   the framework's broadcasts to typed rooms go on the
+                        namespace channel every server reads, as before room channels
+
 Variants:
     framework          broadcast_core::redis::server / worker with default settings
     baseline           socketioxide + socketioxide-redis (its fred driver, RESP3) with

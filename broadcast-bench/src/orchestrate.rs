@@ -51,6 +51,10 @@ pub struct Scenario {
     pub timeout: Duration,
     /// `room` or `hroom` (rooms that keep history).
     pub room_key: &'static str,
+    /// `--placement rooms`: every member of room `r` on server `r % S`,
+    /// so each server holds members of 1/S of the rooms; otherwise every
+    /// server holds members of every room.
+    pub rooms_on_one_server: bool,
 }
 
 impl Scenario {
@@ -66,9 +70,14 @@ impl Scenario {
     }
 
     /// Server of client `i`: blocks of R consecutive clients per server, so
-    /// every server holds members of every room.
+    /// every server holds members of every room; or, with
+    /// `--placement rooms`, the server of its room.
     fn server_of(&self, i: usize) -> usize {
-        (i / self.rooms as usize) % self.servers.max(1)
+        if self.rooms_on_one_server {
+            (i % self.rooms as usize) % self.servers.max(1)
+        } else {
+            (i / self.rooms as usize) % self.servers.max(1)
+        }
     }
 }
 
@@ -117,6 +126,14 @@ pub struct RunResult {
     /// Messages the framework's servers lost to a full fred pub/sub buffer
     /// (`null` for the baselines, which only log it).
     pub redis_lagged: Option<u64>,
+    /// Pub/sub messages the framework's servers received from Redis, all
+    /// servers together (`null` for the baselines).
+    pub redis_received_servers: Option<u64>,
+    /// Bytes Redis sent to all its clients during the run
+    /// (`total_net_output_bytes`).
+    pub redis_output_bytes: u64,
+    /// CPU seconds of each server process.
+    pub cpu_per_server_s: Vec<f64>,
     pub timed_out: bool,
 }
 
@@ -145,6 +162,7 @@ pub fn main(argv: &[String]) -> Result<()> {
             "settle-ms",
             "timeout-s",
             "room-key",
+            "placement",
         ],
     )?;
     let variant = f.opt("variant").unwrap_or("compare").to_owned();
@@ -171,6 +189,11 @@ pub fn main(argv: &[String]) -> Result<()> {
         settle: Duration::from_millis(f.get("settle-ms", 300)?),
         timeout: Duration::from_secs(f.get("timeout-s", 60)?),
         room_key: roles::room_key(f.opt("room-key").unwrap_or(roles::PLAIN_ROOMS))?,
+        rooms_on_one_server: match f.opt("placement").unwrap_or("blocks") {
+            "blocks" => false,
+            "rooms" => true,
+            other => bail!("--placement {other}: expected `blocks` or `rooms`"),
+        },
     };
     if sc.rooms == 0 || runs == 0 {
         bail!("--rooms and --runs must be at least 1");
@@ -373,12 +396,15 @@ async fn run_once(
             ..Sample::default()
         };
         for p in servers {
-            x.servers_cpu += p.cpu()?;
+            let cpu = p.cpu()?;
+            x.servers_cpu += cpu;
+            x.per_server_cpu.push(cpu);
             x.servers_cs += p.context_switches()?;
         }
         Ok(x)
     };
     let s0 = sample(&servers, &worker)?;
+    let out0 = redis_output_bytes(url).await?;
     let go_us = now_us();
     let started = Instant::now();
     worker.tell("GO").await?;
@@ -407,16 +433,20 @@ async fn run_once(
         }
     }
     let s1 = sample(&servers, &worker)?;
+    let out1 = redis_output_bytes(url).await?;
 
     let mut lagged = None;
+    let mut received_servers = None;
     if variant.servers() == Variant::Framework {
-        let mut total = 0;
+        let (mut total, mut received) = (0, 0);
         for s in &mut servers {
             s.tell("STATS").await?;
             let stats: Value = serde_json::from_str(&s.expect("STATS", SETUP_TIMEOUT).await?)?;
             total += stats["lagged"].as_u64().unwrap_or(0);
+            received += stats["received"].as_u64().unwrap_or(0);
         }
         lagged = Some(total);
+        received_servers = Some(received);
     }
 
     stop_tx.send_replace(true);
@@ -496,6 +526,14 @@ async fn run_once(
             cpu_worker * 1e6 / (f64::from(sc.rooms) * f64::from(sc.events_per_room)),
         ),
         redis_lagged: lagged,
+        redis_received_servers: received_servers,
+        redis_output_bytes: out1.saturating_sub(out0),
+        cpu_per_server_s: s1
+            .per_server_cpu
+            .iter()
+            .zip(&s0.per_server_cpu)
+            .map(|(b, a)| round3(b - a))
+            .collect(),
         timed_out,
     })
 }
@@ -504,6 +542,7 @@ async fn run_once(
 #[derive(Default)]
 struct Sample {
     servers_cpu: f64,
+    per_server_cpu: Vec<f64>,
     servers_cs: u64,
     worker_cpu: f64,
     worker_cs: u64,
@@ -512,13 +551,24 @@ struct Sample {
     machine_busy: f64,
 }
 
+/// Redis's `total_net_output_bytes`: everything it has sent its clients.
+async fn redis_output_bytes(url: &str) -> Result<u64> {
+    let info: String = broadcast_test_support::redis::command(url, ["INFO", "stats"]).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_output_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "INFO stats has no total_net_output_bytes".into())
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
 /// Fields summarized as median/min/max, and compared as ratios.
-const FIELDS: [&str; 18] = [
+const FIELDS: [&str; 20] = [
     "deliveries_per_s",
+    "redis_output_bytes",
+    "redis_received_servers",
     "lost",
     "duplicated",
     "latency_p50_us",

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use broadcast_core::BroadcastEvent;
 use broadcast_core::redis::{
-    DEFAULT_ADAPTER_BUFFER, DEFAULT_PUBSUB_BUFFER, DEFAULT_SOCKET_BUFFER, RedisAdapter,
-    RedisConfig, fred, socketioxide_redis,
+    DEFAULT_ADAPTER_BUFFER, DEFAULT_PUBSUB_BUFFER, DEFAULT_SOCKET_BUFFER, RedisConfig, fred,
+    socketioxide_redis,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,13 @@ pub const EVENT: &str = "bench";
 
 /// The key of rooms without history.
 pub const PLAIN_ROOMS: &str = "room";
+
+/// The rooms of `--room-key room`: a typed room, so the framework's servers
+/// receive their broadcasts on room channels (only where they have members).
+/// Server-only: the framework's servers join clients to it at connect.
+#[derive(broadcast_core::Room)]
+#[room(key = "room")]
+pub struct PlainRoom(pub u32);
 
 /// The rooms of `--room-key hroom`: they keep their last 1,000 events, so
 /// each event gets an offset in Redis and carries its position.
@@ -93,6 +100,35 @@ async fn join_from_auth<A: Adapter>(
 ) -> std::result::Result<(), Infallible> {
     s.join(auth.rooms);
     Ok(())
+}
+
+/// `BROADCAST_BENCH_ROOM_CHANNELS=off` (inherited by the server and worker
+/// processes) puts the framework's broadcasts on the namespace channel, as
+/// before room channels: the same build measured both ways.
+fn room_channels() -> bool {
+    std::env::var("BROADCAST_BENCH_ROOM_CHANNELS").map_or(true, |v| v != "off")
+}
+
+/// The framework's servers: joins the typed rooms named in `auth.rooms`
+/// through the handshake (no identity).
+async fn join_at_connect(
+    h: broadcast_core::join::Handshake,
+) -> std::result::Result<Option<()>, String> {
+    let auth: Auth = serde_json::from_value(h.auth().clone()).map_err(|e| e.to_string())?;
+    for name in &auth.rooms {
+        let (key, index) = name
+            .split_once('|')
+            .ok_or_else(|| format!("room `{name}`: expected key|index"))?;
+        let index: u32 = index
+            .parse()
+            .map_err(|_| format!("room `{name}`: bad index"))?;
+        match key {
+            PLAIN_ROOMS => h.join(&PlainRoom(index)),
+            "hroom" => h.join(&HistoryRoom(index)),
+            other => return Err(format!("unknown room key `{other}`")),
+        }
+    }
+    Ok(None)
 }
 
 fn init_tracing() {
@@ -214,15 +250,16 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
     let variant = variant.servers();
     let stats: Box<dyn Fn() -> String + Send> = match variant {
         Variant::Framework => {
-            let config = RedisConfig::from_url(url)?.prefix(prefix.to_owned());
+            let config = RedisConfig::from_url(url)?
+                .prefix(prefix.to_owned())
+                .room_channels(room_channels());
             let parts = broadcast_core::redis::server(config).await?;
-            parts
-                .io
-                .ns(
-                    "/",
-                    (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
-                )
-                .await?;
+            // The framework's way in: rooms joined at connect by the
+            // handshake, which first subscribes to their room channels.
+            let rooms = broadcast_core::join::Rooms::builder()
+                .authenticate(join_at_connect)
+                .build()?;
+            rooms.attach(&parts.io).await?;
             let router = axum::Router::new().layer(parts.layer);
             tokio::spawn(async move { axum::serve(listener, router).await });
             let connection = parts.connection;
@@ -327,7 +364,9 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
     let variant = variant.worker();
     let sender = match variant {
         Variant::Framework => {
-            let config = RedisConfig::from_url(url)?.prefix(prefix.to_owned());
+            let config = RedisConfig::from_url(url)?
+                .prefix(prefix.to_owned())
+                .room_channels(room_channels());
             let w = broadcast_core::redis::worker(config).await?;
             Sender::Framework(w.broadcaster)
         }

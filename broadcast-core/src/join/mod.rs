@@ -121,6 +121,7 @@ mod joinable;
 mod presence;
 mod protocol;
 pub(crate) mod recovery;
+pub(crate) mod subscriptions;
 mod wire;
 
 use std::borrow::Cow;

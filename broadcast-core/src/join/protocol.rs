@@ -24,6 +24,7 @@ use super::descriptor::{ParsedRoom, RoomDescriptor};
 use super::joinable::{Access, Authorization, RoomDataError};
 use super::presence::SocketPresence;
 use super::recovery::{self, HistoryService, JoiningSocket, Recovery, Since};
+use super::subscriptions;
 use super::wire::{RoomError, RoomNotice, RoomReply};
 use crate::presence::Member;
 use crate::presence::service::PresenceService;
@@ -460,6 +461,9 @@ impl<A: Adapter> ConnectMiddleware<A, ()> for RoomsMiddleware {
                         socket.extensions.insert(identity);
                     }
                     for room in joins.take() {
+                        // Receiving the room's broadcasts first, so none
+                        // sent after the connect is missed.
+                        subscriptions::subscribe(self.server, socket.ns(), &room).await;
                         socket.join(room);
                     }
                 }
@@ -764,6 +768,11 @@ async fn join<A: Adapter>(
                 msg,
             });
         }
+    }
+    if history.is_none() {
+        // Before the socket is in the room (and before the ack), so that
+        // no broadcast from another process after the ack is missed.
+        subscriptions::subscribe(server, socket.ns(), name).await;
     }
     let member = {
         let _guard = state

@@ -138,6 +138,8 @@ pub struct RedisConfig {
     socket_buffer: usize,
     max_payload_bytes: usize,
     socketio: SocketIoSettings,
+    room_channels: bool,
+    room_channel_idle: Duration,
 }
 
 type ConfigureFn =
@@ -176,6 +178,8 @@ impl std::fmt::Debug for RedisConfig {
             .field("socket_buffer", &self.socket_buffer)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("socketio", &self.socketio)
+            .field("room_channels", &self.room_channels)
+            .field("room_channel_idle", &self.room_channel_idle)
             .finish()
     }
 }
@@ -527,6 +531,8 @@ impl RedisConfig {
             socket_buffer: DEFAULT_SOCKET_BUFFER,
             max_payload_bytes: crate::broadcaster::DEFAULT_MAX_PAYLOAD_BYTES,
             socketio: SocketIoSettings::default(),
+            room_channels: true,
+            room_channel_idle: super::rooms::IDLE,
         }
     }
 
@@ -588,6 +594,67 @@ impl RedisConfig {
     pub fn reconnect_policy(mut self, policy: ReconnectPolicy) -> Self {
         self.reconnect = policy;
         self
+    }
+
+    /// Whether broadcasts to a typed room go on the room's own channel
+    /// (default `true`), so that only servers with a socket in the room
+    /// receive them, or, with `false`, on the namespace's channel that
+    /// every server reads, as socketioxide-redis does.
+    ///
+    /// With room channels a server subscribes to a room's channel before
+    /// the join protocol (or [`Handshake::join`](crate::join::Handshake::join))
+    /// puts a socket in it, and drops the subscription once the room has
+    /// had no local socket for a while, so its cost per broadcast stays
+    /// flat as servers are added. Rooms that keep history have channels
+    /// of their own either way; broadcasts with a delivery id (the outbox),
+    /// to a whole namespace, or to rooms that are not a registered room
+    /// type (a socket's own id room, names an application joined with
+    /// socketioxide directly) stay on the namespace channel.
+    ///
+    /// Servers read both kinds, whatever this says, so a server accepts
+    /// either from workers; a process that publishes on room channels
+    /// needs servers that subscribe to them (this version or later).
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.room_channels(false);
+    /// assert!(!c.uses_room_channels());
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn room_channels(mut self, enabled: bool) -> Self {
+        self.room_channels = enabled;
+        self
+    }
+
+    /// How long a server keeps a room channel after the room's last local
+    /// socket left (default 30 s): a room that empties and fills again
+    /// meanwhile costs no unsubscribe and subscribe.
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// # use std::time::Duration;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.room_channel_idle(Duration::from_secs(5));
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn room_channel_idle(mut self, idle: Duration) -> Self {
+        self.room_channel_idle = idle;
+        self
+    }
+
+    pub(crate) fn room_channel_idle_value(&self) -> Duration {
+        self.room_channel_idle
+    }
+
+    /// Whether broadcasts to typed rooms go on room channels; see
+    /// [`room_channels`](Self::room_channels).
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// assert!(RedisConfig::from_url("redis://127.0.0.1:7000")?.uses_room_channels());
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn uses_room_channels(&self) -> bool {
+        self.room_channels
     }
 
     /// Messages fred holds between the Redis connection and the reader that

@@ -248,6 +248,43 @@ impl MeteredFredDriver {
     pub(crate) fn closed(&self) -> watch::Receiver<bool> {
         self._closed.subscribe()
     }
+
+    /// Subscribes `chan` and hands its messages to the adapter that reads
+    /// `like` (a namespace's request channel), into the same queue, so the
+    /// namespace's budget and order of checks apply. `Ok(false)` when no
+    /// adapter reads `like` (the namespace is not open).
+    pub(crate) async fn subscribe_routed(
+        &self,
+        chan: &str,
+        like: &str,
+    ) -> Result<bool, fred::error::Error> {
+        let route = self
+            .handlers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(like)
+            .cloned();
+        let Some(route) = route else {
+            return Ok(false);
+        };
+        // Registered before SSUBSCRIBE, as in `subscribe`.
+        write(&self.handlers).insert(chan.to_owned(), route);
+        if let Err(e) = self.client.ssubscribe(chan).await {
+            write(&self.handlers).remove(chan);
+            return Err(e);
+        }
+        self.stats.counters().subscribed.insert(chan);
+        tracing::debug!(channel = %chan, "subscribed");
+        Ok(true)
+    }
+
+    /// Undoes [`subscribe_routed`](Self::subscribe_routed).
+    pub(crate) async fn unsubscribe_routed(&self, chan: &str) -> Result<(), fred::error::Error> {
+        self.client.sunsubscribe(chan).await?;
+        write(&self.handlers).remove(chan);
+        self.stats.counters().subscribed.remove(chan);
+        Ok(())
+    }
 }
 
 impl Driver for MeteredFredDriver {

@@ -97,6 +97,7 @@ mod history;
 mod inbound;
 mod presence;
 mod publish;
+mod rooms;
 mod stats;
 
 pub use config::{
@@ -113,6 +114,9 @@ use presence::RedisPresenceStore;
 pub use presence::{ALIVE_TTL, HEARTBEAT, SWEEP};
 pub use publish::IDEMPOTENCY_TTL;
 use publish::{RedisServerTransport, RedisTransport};
+use rooms::RoomChannels;
+
+use crate::join::subscriptions::RoomSubscriber;
 /// The socketioxide-redis version the adapter comes from.
 pub use socketioxide_redis;
 pub use stats::{RedisStats, RedisStatsSnapshot};
@@ -203,6 +207,14 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
     let (layer, io) = config.configure_socketio(builder).build_layer();
     let transport = RedisServerTransport::new(io.clone(), &driver, &config);
     let remote = transport.remote_only();
+    if config.uses_room_channels() {
+        let channels = Arc::new(RoomChannels::new(driver.clone(), &config, io.clone()));
+        let subscriber: Arc<dyn RoomSubscriber> = channels.clone();
+        crate::join::subscriptions::register(io.config().server_id, &subscriber);
+        // The sweep's task holds it (the registry only refers to it) until
+        // the connection is shut down.
+        channels.spawn_sweep(driver.closed());
+    }
     let rooms = Arc::new(HistoryRooms::from_registry());
     let (broadcaster, remote) = if rooms.is_empty() {
         (config.broadcaster(transport), config.broadcaster(remote))

@@ -129,6 +129,10 @@ pub(crate) fn encode_request(
     rmp_serde::to_vec(&request).map_err(|e| TransportError::Encode(Box::new(e)))
 }
 
+/// One namespace's requests: the targets, and each request's channel and
+/// bytes.
+pub(crate) type GroupRequests = (NamespaceTargets, Vec<(String, Vec<u8>)>);
+
 /// Publishes encoded requests with any fred client and counts them.
 #[derive(Clone)]
 pub(crate) struct Publisher<C> {
@@ -137,6 +141,7 @@ pub(crate) struct Publisher<C> {
     node_id: Uid,
     timeout: Duration,
     stats: RedisStats,
+    room_channels: bool,
 }
 
 impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
@@ -147,6 +152,7 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
             node_id,
             timeout: config.command_timeout_value(),
             stats,
+            room_channels: config.uses_room_channels(),
         }
     }
 
@@ -154,21 +160,82 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
         self.timeout
     }
 
-    /// Encodes the request for one namespace: its channel and bytes.
+    /// Encodes the requests for one namespace: each with its channel. One
+    /// on the namespace's channel, unless room channels are on and the
+    /// delivery has rooms with channels: then one per such room, each
+    /// excluding the rooms before it so that a socket in several gets one
+    /// copy, and one for the remaining rooms on the namespace's channel,
+    /// excluding them all. A delivery with an id always makes one request:
+    /// its check-and-publish script needs a single channel.
     pub(crate) fn encode(
         &self,
         group: &NamespaceTargets,
         d: &Delivery<'_>,
-    ) -> Result<(String, Vec<u8>), TransportError> {
-        let bytes = encode_request(
-            self.node_id,
-            group,
-            d.except_sockets,
-            d.except_rooms,
-            d.event,
-            d.payload,
-        )?;
-        Ok((request_channel(&self.prefix, &group.namespace), bytes))
+    ) -> Result<Vec<(String, Vec<u8>)>, TransportError> {
+        let namespace_channel = || request_channel(&self.prefix, &group.namespace);
+        let own: Vec<&Cow<'static, str>> = if self.room_channels && d.id.is_none() {
+            group
+                .rooms
+                .iter()
+                .filter(|room| super::rooms::has_channel(&group.namespace, room))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if own.is_empty() {
+            let bytes = encode_request(
+                self.node_id,
+                group,
+                d.except_sockets,
+                d.except_rooms,
+                d.event,
+                d.payload,
+            )?;
+            return Ok(vec![(namespace_channel(), bytes)]);
+        }
+        let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
+        let mut out = Vec::with_capacity(own.len() + 1);
+        for room in &own {
+            let one = NamespaceTargets {
+                namespace: group.namespace.clone(),
+                rooms: vec![(*room).clone()],
+            };
+            let bytes = encode_request(
+                self.node_id,
+                &one,
+                d.except_sockets,
+                &except,
+                d.event,
+                d.payload,
+            )?;
+            out.push((
+                super::rooms::room_channel(&self.prefix, &group.namespace, room),
+                bytes,
+            ));
+            except.push((*room).clone());
+        }
+        let rest: Vec<Cow<'static, str>> = group
+            .rooms
+            .iter()
+            .filter(|room| !own.contains(room))
+            .cloned()
+            .collect();
+        if !rest.is_empty() {
+            let rest = NamespaceTargets {
+                namespace: group.namespace.clone(),
+                rooms: rest,
+            };
+            let bytes = encode_request(
+                self.node_id,
+                &rest,
+                d.except_sockets,
+                &except,
+                d.event,
+                d.payload,
+            )?;
+            out.push((namespace_channel(), bytes));
+        }
+        Ok(out)
     }
 
     /// Publishes one request; returns how many other processes received it,
@@ -326,20 +393,48 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
         result
     }
 
+    /// Publishes one namespace's requests at once: how many other
+    /// processes received it (the most any of its channels reached), or
+    /// `None` when its id was published before; the first error otherwise.
+    async fn publish_group(
+        &self,
+        requests: Vec<(String, Vec<u8>)>,
+        event: &'static str,
+        id: Option<&str>,
+    ) -> Result<Option<u64>, PublishError> {
+        if requests.len() == 1 {
+            let Some((channel, bytes)) = requests.into_iter().next() else {
+                return Ok(Some(0));
+            };
+            return self.publish(channel, bytes, event, id).await;
+        }
+        let results = futures_util::future::join_all(
+            requests
+                .into_iter()
+                .map(|(channel, bytes)| self.publish(channel, bytes, event, id)),
+        )
+        .await;
+        let mut most: Option<u64> = None;
+        for result in results {
+            if let Some(receivers) = result? {
+                most = Some(most.map_or(receivers, |m| m.max(receivers)));
+            }
+        }
+        Ok(most)
+    }
+
     /// Publishes every request at once, so that a broadcast to several
     /// namespaces still fails within one command timeout.
     pub(crate) async fn publish_all(
         &self,
-        requests: Vec<(NamespaceTargets, String, Vec<u8>)>,
+        requests: Vec<GroupRequests>,
         event: &'static str,
         id: Option<&str>,
     ) -> Vec<(NamespaceTargets, Result<Option<u64>, PublishError>)> {
-        let futures = requests
-            .into_iter()
-            .map(|(group, channel, bytes)| async move {
-                let result = self.publish(channel, bytes, event, id).await;
-                (group, result)
-            });
+        let futures = requests.into_iter().map(|(group, parts)| async move {
+            let result = self.publish_group(parts, event, id).await;
+            (group, result)
+        });
         futures_util::future::join_all(futures).await
     }
 }
@@ -424,7 +519,11 @@ fn runnable<C: PubsubInterface + LuaInterface + Send + Sync>(
     if groups.next().is_some() || id.is_empty() {
         return None;
     }
-    let (channel, bytes) = publisher.encode(group, d).ok()?;
+    let mut requests = publisher.encode(group, d).ok()?;
+    if requests.len() != 1 {
+        return None;
+    }
+    let (channel, bytes) = requests.pop()?;
     Some((group.clone(), channel, bytes))
 }
 
@@ -498,13 +597,13 @@ async fn publish_only<C: PubsubInterface + LuaInterface + Send + Sync>(
 ) -> Result<DeliveryReport, NamespaceFailure> {
     let mut requests = Vec::new();
     for group in d.targets.namespaces() {
-        let (channel, bytes) = publisher
+        let parts = publisher
             .encode(group, &d)
             .map_err(|error| NamespaceFailure {
                 target: group.clone(),
                 error,
             })?;
-        requests.push((group.clone(), channel, bytes));
+        requests.push((group.clone(), parts));
     }
     let mut tally = Tally::default();
     let mut duplicates = 0;
@@ -609,7 +708,7 @@ impl RedisServerTransport {
                 continue;
             }
             match self.publisher.encode(group, &d) {
-                Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
+                Ok(parts) => requests.push((group.clone(), parts)),
                 Err(error) => tally.failed(group, error),
             }
         }
@@ -649,7 +748,7 @@ impl Transport for RedisServerTransport {
             for group in d.targets.namespaces() {
                 let local = emit_group(&self.io, group, &d, true, &mut tally.report).await;
                 match local.and_then(|()| self.publisher.encode(group, &d)) {
-                    Ok((channel, bytes)) => requests.push((group.clone(), channel, bytes)),
+                    Ok(parts) => requests.push((group.clone(), parts)),
                     Err(error) => tally.failed(group, error),
                 }
             }
