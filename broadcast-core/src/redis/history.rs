@@ -18,6 +18,7 @@
 //! (Redis restarted without persistence, the room idle past its TTL), so a
 //! client holding an offset of the old epoch is told it was not recovered.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use socketioxide_redis::drivers::Driver;
 use super::RedisConfig;
 use super::driver::MeteredFredDriver;
 use super::publish::IDEMPOTENCY_TTL;
+use super::script::Script;
 use super::stats::{Counters, RedisStats};
 use crate::error::TransportError;
 use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch};
@@ -47,23 +49,36 @@ pub const HISTORY_SHARDS: u32 = 16;
 /// growing while any event of the epoch may still be held by a client.
 const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
 
+/// The keys' expiries are pushed back at most once per `ttl / 16` of a
+/// room (the time is kept in the meta hash, field `x`), and set that much
+/// longer: a busy room's event costs two `PEXPIRE`s fewer. A stream may
+/// so outlive its TTL by that much; reads skip events older than the TTL.
+const EXPIRY_SLACK_DIVISOR: u64 = 16;
+
+// ARGV: epoch if new, size, ttl ms, event, payload, message header, meta
+// ttl ms, idempotency ttl ms ('' without an id), expiry slack ms.
 const APPEND: &str = r"
 local meta, stream, channel = KEYS[1], KEYS[2], KEYS[3]
 if ARGV[8] ~= '' and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[8]) then
   return {0, '', -1}
 end
-local epoch = redis.call('HGET', meta, 'e')
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local m = redis.call('HMGET', meta, 'e', 'x')
+local epoch = m[1]
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', stream)
   redis.call('HSET', meta, 'e', epoch, 't', 0)
 end
 local top = redis.call('HINCRBY', meta, 't', 1)
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 redis.call('XADD', stream, 'MAXLEN', ARGV[2], top .. '-0', 'e', ARGV[4], 'p', ARGV[5], 't', ms)
-redis.call('PEXPIRE', stream, ARGV[3])
-redis.call('PEXPIRE', meta, ARGV[7])
+if not m[1] or not m[2] or tonumber(m[2]) <= ms then
+  local slack = tonumber(ARGV[9])
+  redis.call('PEXPIRE', stream, tonumber(ARGV[3]) + slack)
+  redis.call('PEXPIRE', meta, tonumber(ARGV[7]) + slack)
+  redis.call('HSET', meta, 'x', ms + slack)
+end
 local n = redis.call('SPUBLISH', channel, top .. '\n' .. epoch .. '\n' .. ms .. '\n' .. ARGV[6] .. ARGV[5])
 return {top, epoch, n}
 ";
@@ -136,6 +151,10 @@ pub(crate) struct RedisStore<C> {
     client: C,
     prefix: String,
     stats: RedisStats,
+    /// The command timeout fred enforces, named in timeout errors.
+    timeout: Duration,
+    append: Script,
+    read: Script,
 }
 
 impl<C> RedisStore<C> {
@@ -144,15 +163,23 @@ impl<C> RedisStore<C> {
             client,
             prefix: config.prefix_str().to_owned(),
             stats,
+            timeout: config.command_timeout_value(),
+            append: Script::new(APPEND),
+            read: Script::new(READ),
         }
     }
 }
 
-fn redis_error(e: fred::error::Error) -> TransportError {
+fn redis_error(e: fred::error::Error, timeout: Duration) -> TransportError {
     match e.kind() {
-        fred::error::ErrorKind::Timeout => TransportError::Timeout(Duration::ZERO),
+        fred::error::ErrorKind::Timeout => TransportError::Timeout(timeout),
         _ => TransportError::Adapter(Box::new(e)),
     }
+}
+
+/// An integer argument (Redis reads them as decimal strings).
+fn int(n: u64) -> RedisValue {
+    RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn malformed(what: &str) -> TransportError {
@@ -163,46 +190,67 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
     fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
             let k = keys(&self.prefix, e.namespace, e.room);
-            let except: Vec<String> = e.except.iter().map(Sid::to_string).collect();
-            let header = format!(
-                "{}\n{}\n{}\n{}\n",
-                e.namespace,
-                e.room,
-                e.event,
-                except.join(",")
+            let mut header = String::with_capacity(
+                e.namespace.len() + e.room.len() + e.event.len() + 4 + 17 * e.except.len(),
             );
+            for part in [e.namespace, e.room, e.event] {
+                header.push_str(part);
+                header.push('\n');
+            }
+            for (i, sid) in e.except.iter().enumerate() {
+                if i > 0 {
+                    header.push(',');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(header, "{sid}");
+            }
+            header.push('\n');
             let ttl_ms = e.policy.ttl_secs.saturating_mul(1000);
-            let args: Vec<RedisValue> = vec![
-                new_epoch().into(),
-                u64::from(e.policy.size).to_string().into(),
-                ttl_ms.to_string().into(),
-                e.event.into(),
-                e.payload.get().into(),
-                header.into(),
-                ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
-                e.id.map_or_else(String::new, |_| {
-                    (IDEMPOTENCY_TTL.as_millis() as u64).to_string()
-                })
-                .into(),
-            ];
-            let id_key = format!("{}{}", k.ids, e.id.unwrap_or_default());
+            let meta_ttl_ms = ttl_ms.max(MIN_META_TTL_MS);
+            // Without an id the script does not use KEYS[4]; it must still
+            // be a key of the room's slot (Redis Cluster).
+            let id_key = match e.id {
+                Some(id) => format!("{}{id}", k.ids),
+                None => k.ids.clone(),
+            };
+            let id_ttl = e.id.map(|_| IDEMPOTENCY_TTL.as_millis() as u64);
+            // Made once; again only when Redis does not know the script.
+            let call = || {
+                let keys = vec![
+                    k.meta.clone(),
+                    k.stream.clone(),
+                    k.channel.clone(),
+                    id_key.clone(),
+                ];
+                let args: Vec<RedisValue> = vec![
+                    new_epoch().into(),
+                    i64::from(e.policy.size).into(),
+                    int(ttl_ms),
+                    e.event.into(),
+                    e.payload.get().into(),
+                    header.as_str().into(),
+                    int(meta_ttl_ms),
+                    id_ttl.map_or_else(|| RedisValue::from(""), int),
+                    int(ttl_ms / EXPIRY_SLACK_DIVISOR),
+                ];
+                (keys, args)
+            };
             let c = self.stats.counters();
-            let answer: RedisValue = self
-                .client
-                .eval(APPEND, vec![k.meta, k.stream, k.channel, id_key], args)
-                .await
-                .map_err(|err| {
-                    Counters::add(&c.publish_failed, 1);
-                    redis_error(err)
-                })?;
-            Counters::add(&c.published, 1);
-            Counters::add(&c.bytes_published, e.payload.get().len() as u64);
+            let answer: RedisValue = self.append.run(&self.client, call).await.map_err(|err| {
+                Counters::add(&c.publish_failed, 1);
+                redis_error(err, self.timeout)
+            })?;
             let RedisValue::Array(parts) = answer else {
                 return Err(malformed("not an array"));
             };
             let receivers = parts.get(2).and_then(RedisValue::as_i64).unwrap_or(0);
-            // -1: the id was appended before.
-            Ok(u64::try_from(receivers).ok())
+            // -1: the id was appended before, and nothing was published.
+            let receivers = u64::try_from(receivers).ok();
+            if receivers.is_some() {
+                Counters::add(&c.published, 1);
+                Counters::add(&c.bytes_published, e.payload.get().len() as u64);
+            }
+            Ok(receivers)
         })
     }
 
@@ -225,10 +273,12 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
                 ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
             ];
             let answer: RedisValue = self
-                .client
-                .eval(READ, vec![k.meta, k.stream], args)
+                .read
+                .run(&self.client, || {
+                    (vec![k.meta.clone(), k.stream.clone()], args.clone())
+                })
                 .await
-                .map_err(redis_error)?;
+                .map_err(|e| redis_error(e, self.timeout))?;
             parse_read(answer, since, ttl_ms)
         })
     }

@@ -97,6 +97,7 @@ mod history;
 mod inbound;
 mod presence;
 mod publish;
+mod script;
 mod stats;
 
 pub use config::{
