@@ -30,8 +30,10 @@ use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use socketioxide_redis::drivers::Driver;
+use tokio::sync::oneshot;
 
 use super::RedisConfig;
+use super::append::{Batcher, EXPIRY_SLACK_DIVISOR, Job, malformed};
 use super::driver::MeteredFredDriver;
 use super::publish::IDEMPOTENCY_TTL;
 use super::script::Script;
@@ -48,40 +50,6 @@ pub const HISTORY_SHARDS: u32 = 16;
 /// Shortest time an epoch outlives its stream, so that offsets keep
 /// growing while any event of the epoch may still be held by a client.
 const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
-
-/// The keys' expiries are pushed back at most once per `ttl / 16` of a
-/// room (the time is kept in the meta hash, field `x`), and set that much
-/// longer: a busy room's event costs two `PEXPIRE`s fewer. A stream may
-/// so outlive its TTL by that much; reads skip events older than the TTL.
-const EXPIRY_SLACK_DIVISOR: u64 = 16;
-
-// ARGV: epoch if new, size, ttl ms, event, payload, message header, meta
-// ttl ms, idempotency ttl ms ('' without an id), expiry slack ms.
-const APPEND: &str = r"
-local meta, stream, channel = KEYS[1], KEYS[2], KEYS[3]
-if ARGV[8] ~= '' and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[8]) then
-  return {0, '', -1}
-end
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local m = redis.call('HMGET', meta, 'e', 'x')
-local epoch = m[1]
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', epoch, 't', 0)
-end
-local top = redis.call('HINCRBY', meta, 't', 1)
-redis.call('XADD', stream, 'MAXLEN', ARGV[2], top .. '-0', 'e', ARGV[4], 'p', ARGV[5], 't', ms)
-if not m[1] or not m[2] or tonumber(m[2]) <= ms then
-  local slack = tonumber(ARGV[9])
-  redis.call('PEXPIRE', stream, tonumber(ARGV[3]) + slack)
-  redis.call('PEXPIRE', meta, tonumber(ARGV[7]) + slack)
-  redis.call('HSET', meta, 'x', ms + slack)
-end
-local n = redis.call('SPUBLISH', channel, top .. '\n' .. epoch .. '\n' .. ms .. '\n' .. ARGV[6] .. ARGV[5])
-return {top, epoch, n}
-";
 
 const READ: &str = r"
 local meta, stream = KEYS[1], KEYS[2]
@@ -106,11 +74,11 @@ end
 return {epoch, top, ms, 1, entries}
 ";
 
-/// Where one room's stream, epoch and channel are.
+/// Where one room's stream and epoch are, and its shard.
 struct Keys {
+    shard: u32,
     meta: String,
     stream: String,
-    channel: String,
     /// Prefix of the room's idempotency keys (an id follows).
     ids: String,
 }
@@ -135,13 +103,14 @@ fn shard_of(namespace: &str, room: &str) -> u32 {
 }
 
 fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
-    let tag = shard_tag(prefix, shard_of(namespace, room));
+    let shard = shard_of(namespace, room);
+    let tag = shard_tag(prefix, shard);
     // Lengths first: no namespace and room can spell another pair's key.
     let id = format!("{}:{namespace}:{room}", namespace.len());
     Keys {
+        shard,
         meta: format!("{tag}#{id}#meta"),
         stream: format!("{tag}#{id}#stream"),
-        channel: format!("{tag}#events"),
         ids: format!("{tag}#{id}#id:"),
     }
 }
@@ -150,43 +119,38 @@ fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
 pub(crate) struct RedisStore<C> {
     client: C,
     prefix: String,
-    stats: RedisStats,
     /// The command timeout fred enforces, named in timeout errors.
     timeout: Duration,
-    append: Script,
+    appends: Batcher,
     read: Script,
 }
 
-impl<C> RedisStore<C> {
+impl<C: LuaInterface + Clone + Send + Sync + 'static> RedisStore<C> {
+    /// Starts the shards' append tasks (within a Tokio runtime).
     pub(crate) fn new(client: C, config: &RedisConfig, stats: RedisStats) -> Self {
+        let prefix = config.prefix_str().to_owned();
+        let timeout = config.command_timeout_value();
+        let channels = (0..HISTORY_SHARDS)
+            .map(|shard| shard_channel(&prefix, shard))
+            .collect();
         Self {
+            appends: Batcher::start(&client, channels, &stats, timeout),
             client,
-            prefix: config.prefix_str().to_owned(),
-            stats,
-            timeout: config.command_timeout_value(),
-            append: Script::new(APPEND),
+            prefix,
+            timeout,
             read: Script::new(READ),
         }
     }
 }
 
-fn redis_error(e: fred::error::Error, timeout: Duration) -> TransportError {
+pub(super) fn redis_error(e: fred::error::Error, timeout: Duration) -> TransportError {
     match e.kind() {
         fred::error::ErrorKind::Timeout => TransportError::Timeout(timeout),
         _ => TransportError::Adapter(Box::new(e)),
     }
 }
 
-/// An integer argument (Redis reads them as decimal strings).
-fn int(n: u64) -> RedisValue {
-    RedisValue::Integer(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-fn malformed(what: &str) -> TransportError {
-    TransportError::Adapter(format!("unexpected answer from the history script: {what}").into())
-}
-
-impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
+impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
     fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
             let k = keys(&self.prefix, e.namespace, e.room);
@@ -207,50 +171,37 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
             header.push('\n');
             let ttl_ms = e.policy.ttl_secs.saturating_mul(1000);
             let meta_ttl_ms = ttl_ms.max(MIN_META_TTL_MS);
-            // Without an id the script does not use KEYS[4]; it must still
-            // be a key of the room's slot (Redis Cluster).
             let id_key = match e.id {
                 Some(id) => format!("{}{id}", k.ids),
-                None => k.ids.clone(),
+                None => k.meta.clone(),
             };
-            let id_ttl = e.id.map(|_| IDEMPOTENCY_TTL.as_millis() as u64);
-            // Made once; again only when Redis does not know the script.
-            let call = || {
-                let keys = vec![
-                    k.meta.clone(),
-                    k.stream.clone(),
-                    k.channel.clone(),
-                    id_key.clone(),
-                ];
-                let args: Vec<RedisValue> = vec![
-                    new_epoch().into(),
-                    i64::from(e.policy.size).into(),
-                    int(ttl_ms),
-                    e.event.into(),
-                    e.payload.get().into(),
-                    header.as_str().into(),
-                    int(meta_ttl_ms),
-                    id_ttl.map_or_else(|| RedisValue::from(""), int),
-                    int(ttl_ms / EXPIRY_SLACK_DIVISOR),
-                ];
-                (keys, args)
-            };
-            let c = self.stats.counters();
-            let answer: RedisValue = self.append.run(&self.client, call).await.map_err(|err| {
-                Counters::add(&c.publish_failed, 1);
-                redis_error(err, self.timeout)
-            })?;
-            let RedisValue::Array(parts) = answer else {
-                return Err(malformed("not an array"));
-            };
-            let receivers = parts.get(2).and_then(RedisValue::as_i64).unwrap_or(0);
-            // -1: the id was appended before, and nothing was published.
-            let receivers = u64::try_from(receivers).ok();
-            if receivers.is_some() {
-                Counters::add(&c.published, 1);
-                Counters::add(&c.bytes_published, e.payload.get().len() as u64);
+            let mut numbers = format!(
+                "{} {ttl_ms} {meta_ttl_ms} {}",
+                e.policy.size,
+                ttl_ms / EXPIRY_SLACK_DIVISOR
+            );
+            if e.id.is_some() {
+                let _ = write!(numbers, " {}", IDEMPOTENCY_TTL.as_millis());
             }
-            Ok(receivers)
+            let (reply, answer) = oneshot::channel();
+            self.appends.send(
+                k.shard,
+                Job {
+                    keys: [k.meta, k.stream, id_key],
+                    args: [
+                        numbers.into(),
+                        e.event.into(),
+                        e.payload.get().into(),
+                        header.into(),
+                    ],
+                    reply,
+                },
+            );
+            answer.await.unwrap_or_else(|_| {
+                Err(TransportError::Adapter(
+                    "the history store is shut down".into(),
+                ))
+            })
         })
     }
 
@@ -489,9 +440,25 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_names_the_configured_timeout() {
+        let timeout = Duration::from_millis(1500);
+        let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, "Request timed out.");
+        assert!(matches!(
+            redis_error(e, timeout),
+            TransportError::Timeout(t) if t == timeout
+        ));
+        let e = fred::error::Error::new(fred::error::ErrorKind::IO, "closed");
+        assert!(matches!(
+            redis_error(e, timeout),
+            TransportError::Adapter(_)
+        ));
+    }
+
+    #[test]
     fn rooms_spread_over_shards_and_share_a_slot_with_their_channel() {
         let k = keys("socket.io", "/", "chat|1");
-        let tag = &k.channel[..k.channel.find('}').unwrap() + 1];
+        let channel = shard_channel("socket.io", k.shard);
+        let tag = &channel[..channel.find('}').unwrap() + 1];
         assert!(k.meta.starts_with(tag) && k.stream.starts_with(tag));
         let shards: std::collections::BTreeSet<u32> = (0..200)
             .map(|i| shard_of("/", &format!("chat|{i}")))

@@ -90,6 +90,7 @@ use crate::transport::Transport;
 pub use history::HISTORY_SHARDS;
 use history::RedisStore;
 
+mod append;
 mod config;
 mod driver;
 mod error;
