@@ -3,10 +3,11 @@
 //!
 //! A script call has a fixed cost in Redis (the call, its clock read, each
 //! room's epoch read) and in the client (a command, its frame, its reply)
-//! that was most of an event's cost when each event had its own call. A
-//! task per shard sends the events queued for its shard in one call, in the
-//! order they were queued, and answers each caller; a lone event is sent at
-//! once, so batching adds no wait. A shard's rooms share a hash tag, so a
+//! that was a large part of an event's cost when each event had its own
+//! call. A task per shard sends its shard's events, and answers each
+//! caller: at once while few calls are waiting for Redis (so batching adds
+//! no wait to a lone broadcaster), else those queued meanwhile in one call,
+//! in the order they were queued. A shard's rooms share a hash tag, so a
 //! batch's keys are in one slot (Redis Cluster).
 
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use fred::interfaces::LuaInterface;
 use fred::types::Value as RedisValue;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
 
 use super::script::Script;
@@ -23,6 +26,10 @@ use crate::history::new_epoch;
 
 /// Most events in one script call: a call blocks Redis while it runs.
 const MAX_BATCH: usize = 32;
+
+/// Calls of one shard waiting for Redis at once before events are batched.
+/// One connection runs them in the order they were sent.
+const MAX_IN_FLIGHT: usize = 2;
 
 /// The keys' expiries are pushed back at most once per `ttl / 16` of a
 /// room (the time is kept in the meta hash, field `x`), and set that much
@@ -147,7 +154,9 @@ impl Batcher {
     }
 }
 
-/// A shard's task: every event queued while the previous call ran goes in
+/// A shard's task: events go out at once while fewer than
+/// [`MAX_IN_FLIGHT`] calls are waiting for Redis (a lone broadcaster's
+/// latency is one call); past that, every event queued meanwhile goes in
 /// the next call (up to [`MAX_BATCH`]).
 async fn run<C: LuaInterface + Send + Sync>(
     client: C,
@@ -158,51 +167,74 @@ async fn run<C: LuaInterface + Send + Sync>(
     timeout: Duration,
 ) {
     let c = stats.counters();
+    let mut in_flight = FuturesUnordered::new();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let epoch = new_epoch();
-        let call = || {
-            let mut keys = Vec::with_capacity(1 + 3 * jobs.len());
-            keys.push(channel.clone());
-            let mut args = Vec::with_capacity(1 + 4 * jobs.len());
-            args.push(RedisValue::from(epoch.as_str()));
-            for job in &jobs {
-                keys.extend(job.keys.iter().cloned());
-                args.extend(job.args.iter().cloned());
-            }
-            (keys, args)
-        };
-        let answer: Result<Vec<i64>, _> = script.run(&client, call).await;
-        match answer {
-            Ok(counts) if counts.len() == jobs.len() => {
-                for (job, n) in jobs.drain(..).zip(counts) {
-                    let result = match n {
-                        -1 => Ok(None),
-                        n if n < 0 => Err(malformed("the arguments were refused")),
-                        n => {
-                            Counters::add(&c.published, 1);
-                            Counters::add(&c.bytes_published, payload_len(&job));
-                            Ok(Some(n.unsigned_abs()))
-                        }
-                    };
-                    // A caller that stopped waiting still had its event sent.
-                    let _ = job.reply.send(result);
+    loop {
+        tokio::select! {
+            n = queue.recv_many(&mut jobs, MAX_BATCH), if in_flight.len() < MAX_IN_FLIGHT => {
+                if n == 0 {
+                    break;
                 }
+                let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
+                in_flight.push(call(&client, &script, &channel, batch, c, timeout));
             }
-            Ok(counts) => {
-                let what = format!("{} answers for {} events", counts.len(), jobs.len());
-                for job in jobs.drain(..) {
-                    Counters::add(&c.publish_failed, 1);
-                    let _ = job.reply.send(Err(malformed(&what)));
-                }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Sends one batch and answers each of its callers.
+async fn call<C: LuaInterface + Send + Sync>(
+    client: &C,
+    script: &Script,
+    channel: &str,
+    jobs: Vec<Job>,
+    c: &Counters,
+    timeout: Duration,
+) {
+    let epoch = new_epoch();
+    let arguments = || {
+        let mut keys = Vec::with_capacity(1 + 3 * jobs.len());
+        keys.push(channel.to_owned());
+        let mut args = Vec::with_capacity(1 + 4 * jobs.len());
+        args.push(RedisValue::from(epoch.as_str()));
+        for job in &jobs {
+            keys.extend(job.keys.iter().cloned());
+            args.extend(job.args.iter().cloned());
+        }
+        (keys, args)
+    };
+    let answer: Result<Vec<i64>, _> = script.run(client, arguments).await;
+    match answer {
+        Ok(counts) if counts.len() == jobs.len() => {
+            for (job, n) in jobs.into_iter().zip(counts) {
+                let result = match n {
+                    -1 => Ok(None),
+                    n if n < 0 => Err(malformed("the arguments were refused")),
+                    n => {
+                        Counters::add(&c.published, 1);
+                        Counters::add(&c.bytes_published, payload_len(&job));
+                        Ok(Some(n.unsigned_abs()))
+                    }
+                };
+                // A caller that stopped waiting still had its event sent.
+                let _ = job.reply.send(result);
             }
-            Err(e) => {
-                for job in jobs.drain(..) {
-                    Counters::add(&c.publish_failed, 1);
-                    let _ = job
-                        .reply
-                        .send(Err(super::history::redis_error(e.clone(), timeout)));
-                }
+        }
+        Ok(counts) => {
+            let what = format!("{} answers for {} events", counts.len(), jobs.len());
+            for job in jobs {
+                Counters::add(&c.publish_failed, 1);
+                let _ = job.reply.send(Err(malformed(&what)));
+            }
+        }
+        Err(e) => {
+            for job in jobs {
+                Counters::add(&c.publish_failed, 1);
+                let _ = job
+                    .reply
+                    .send(Err(super::history::redis_error(e.clone(), timeout)));
             }
         }
     }

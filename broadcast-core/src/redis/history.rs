@@ -2,11 +2,13 @@
 //! process broadcasts, and a fixed set of shard channels that carry the
 //! events to every server's sockets.
 //!
-//! One script appends an event: it assigns the room's next offset, adds the
-//! event to the room's stream (trimmed to the room's size, expiring after
-//! its TTL), and publishes it, all at once. Redis runs scripts one at a
-//! time and delivers a channel's messages in order, so every server
-//! receives a room's events in offset order, whoever broadcast them.
+//! One script appends events: for each it assigns the room's next offset,
+//! adds the event to the room's stream (trimmed to the room's size,
+//! expiring after its TTL), and publishes it, all at once. Redis runs
+//! scripts one at a time and delivers a channel's messages in order, so
+//! every server receives a room's events in offset order, whoever broadcast
+//! them. A process sends a shard's events in batches (`append.rs`): those
+//! that queued while its previous call ran go in one call, in order.
 //!
 //! Each room hashes to one of [`HISTORY_SHARDS`] shards. A shard's keys and
 //! its channel share a hash tag, so on Redis Cluster a shard lives in one
