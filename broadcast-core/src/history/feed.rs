@@ -37,12 +37,14 @@ const FLOOR_LIFETIME: Duration = Duration::from_secs(30);
 /// Room states are pruned when there are more than this many idle ones.
 const PRUNE_AT: usize = 4096;
 
-type RoomKey = (String, String);
+type Shared = Arc<tokio::sync::Mutex<RoomState>>;
 
 /// One server's history rooms: delivery to local sockets, and joins.
 pub(crate) struct Feed<A: Adapter> {
     io: SocketIo<A>,
-    rooms: Mutex<HashMap<RoomKey, Arc<tokio::sync::Mutex<RoomState>>>>,
+    /// By namespace, then room: found by `&str` without building a key (a
+    /// lookup per event).
+    rooms: Mutex<HashMap<String, HashMap<String, Shared>>>,
     served: OnceLock<(Arc<HistoryRooms>, Arc<dyn Store>)>,
 }
 
@@ -93,19 +95,23 @@ impl<A: Adapter> Feed<A> {
         recovery::register(server, &service);
     }
 
-    fn state(&self, namespace: &str, room: &str) -> Arc<tokio::sync::Mutex<RoomState>> {
+    fn state(&self, namespace: &str, room: &str) -> Shared {
         let mut rooms = self.rooms.lock().unwrap_or_else(PoisonError::into_inner);
-        if rooms.len() >= PRUNE_AT {
+        if let Some(state) = rooms.get(namespace).and_then(|n| n.get(room)) {
+            return state.clone();
+        }
+        let ns = match rooms.get_mut(namespace) {
+            Some(ns) => ns,
+            None => rooms.entry(namespace.to_owned()).or_default(),
+        };
+        if ns.len() >= PRUNE_AT {
             // Idle states hold nothing a delivery needs: losing `last` only
             // gives the next joiner a floor it did not need.
-            rooms.retain(|_, s| {
+            ns.retain(|_, s| {
                 Arc::strong_count(s) > 1 || s.try_lock().map_or(true, |st| !st.idle())
             });
         }
-        rooms
-            .entry((namespace.to_owned(), room.to_owned()))
-            .or_default()
-            .clone()
+        ns.entry(room.to_owned()).or_default().clone()
     }
 
     /// Delivers one event to this server's sockets in its room (and keeps
@@ -119,15 +125,21 @@ impl<A: Adapter> Feed<A> {
         }
         let offset = live.stored.offset;
         let mut except: Vec<String> = live.except.iter().map(Sid::to_string).collect();
-        let now = Instant::now();
-        st.floors.retain(|f| {
-            let current = f.epoch == live.epoch && now.duration_since(f.since) < FLOOR_LIFETIME;
-            if current && offset <= f.offset {
-                except.push(f.sid.to_string());
-            }
-            current && offset < f.offset
-        });
-        st.last = Some((live.epoch.clone(), offset));
+        if !st.floors.is_empty() {
+            let now = Instant::now();
+            st.floors.retain(|f| {
+                let current = f.epoch == live.epoch && now.duration_since(f.since) < FLOOR_LIFETIME;
+                if current && offset <= f.offset {
+                    except.push(f.sid.to_string());
+                }
+                current && offset < f.offset
+            });
+        }
+        match &mut st.last {
+            // The epoch is kept, not copied again, per event.
+            Some((epoch, last)) if *epoch == live.epoch => *last = offset,
+            last => *last = Some((live.epoch.clone(), offset)),
+        }
         let Some(op) = self.io.of(live.namespace.as_str()) else {
             tracing::warn!(namespace = %live.namespace, room = %live.room, "history event for a namespace this server does not have");
             return 0;
@@ -143,11 +155,13 @@ impl<A: Adapter> Feed<A> {
         };
         let payload: &RawValue = &live.stored.payload;
         let mut report = crate::transport::DeliveryReport::default();
-        if let Err(e) = op
-            .emit(&live.stored.event, &(payload, position))
-            .await
-            .or_else(|e| classify(e, &mut report))
-        {
+        // Boxed: the adapter's broadcast future is kilobytes (it can publish
+        // to Redis too), and inline it was copied several times per event
+        // on its way into the shard task's state (memcpy was half of this
+        // path's instructions).
+        let data = (payload, position);
+        let emit = Box::pin(op.emit(&live.stored.event, &data));
+        if let Err(e) = emit.await.or_else(|e| classify(e, &mut report)) {
             tracing::warn!(event = %live.stored.event, room = %live.room, error = %e, "history event not delivered to local sockets");
         }
         report.socket_errors

@@ -59,17 +59,22 @@ impl<T: Transport> Transport for HistoryTransport<T> {
             // is one when every part of it was.
             let mut all_duplicates = d.id.is_some();
             for group in d.targets.namespaces() {
-                let (kept, plain): (Vec<_>, Vec<_>) = group
-                    .rooms
-                    .iter()
-                    .partition(|room| self.rooms.policy(&group.namespace, room).is_some());
+                // Each room's policy is looked up once, here.
+                let mut kept = Vec::new();
+                let mut plain = Vec::new();
+                for room in &group.rooms {
+                    match self.rooms.policy(&group.namespace, room) {
+                        Some(policy) => kept.push((room, policy)),
+                        None => plain.push(room),
+                    }
+                }
                 if !plain.is_empty() {
                     let mut targets = Targets::new();
                     for room in &plain {
                         targets.push(group.namespace.clone(), (*room).clone());
                     }
                     let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
-                    except.extend(kept.iter().map(|r| (*r).clone()));
+                    except.extend(kept.iter().map(|(r, _)| (*r).clone()));
                     let part = Delivery {
                         event: d.event,
                         targets: &targets,
@@ -85,10 +90,7 @@ impl<T: Transport> Transport for HistoryTransport<T> {
                     report.remote.extend(r.remote);
                 }
                 let mut receivers = None;
-                for room in kept {
-                    let Some(policy) = self.rooms.policy(&group.namespace, room) else {
-                        continue;
-                    };
+                for (room, policy) in kept {
                     let append = Append {
                         namespace: &group.namespace,
                         room,

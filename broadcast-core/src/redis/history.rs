@@ -2,11 +2,13 @@
 //! process broadcasts, and a fixed set of shard channels that carry the
 //! events to every server's sockets.
 //!
-//! One script appends an event: it assigns the room's next offset, adds the
-//! event to the room's stream (trimmed to the room's size, expiring after
-//! its TTL), and publishes it, all at once. Redis runs scripts one at a
-//! time and delivers a channel's messages in order, so every server
-//! receives a room's events in offset order, whoever broadcast them.
+//! One script appends events: for each it assigns the room's next offset,
+//! adds the event to the room's stream (trimmed to the room's size,
+//! expiring after its TTL), and publishes it, all at once. Redis runs
+//! scripts one at a time and delivers a channel's messages in order, so
+//! every server receives a room's events in offset order, whoever broadcast
+//! them. A process sends a shard's events in batches (`append.rs`): those
+//! that queued while its previous call ran go in one call, in order.
 //!
 //! Each room hashes to one of [`HISTORY_SHARDS`] shards. A shard's keys and
 //! its channel share a hash tag, so on Redis Cluster a shard lives in one
@@ -18,6 +20,7 @@
 //! (Redis restarted without persistence, the room idle past its TTL), so a
 //! client holding an offset of the old epoch is told it was not recovered.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,10 +32,13 @@ use serde_json::value::RawValue;
 use socketioxide::adapter::Adapter;
 use socketioxide::socket::Sid;
 use socketioxide_redis::drivers::Driver;
+use tokio::sync::oneshot;
 
 use super::RedisConfig;
+use super::append::{Batcher, EXPIRY_SLACK_DIVISOR, Job, malformed};
 use super::driver::MeteredFredDriver;
 use super::publish::IDEMPOTENCY_TTL;
+use super::script::Script;
 use super::stats::{Counters, RedisStats};
 use crate::error::TransportError;
 use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch};
@@ -46,27 +52,6 @@ pub const HISTORY_SHARDS: u32 = 16;
 /// Shortest time an epoch outlives its stream, so that offsets keep
 /// growing while any event of the epoch may still be held by a client.
 const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
-
-const APPEND: &str = r"
-local meta, stream, channel = KEYS[1], KEYS[2], KEYS[3]
-if ARGV[8] ~= '' and not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[8]) then
-  return {0, '', -1}
-end
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'e', epoch, 't', 0)
-end
-local top = redis.call('HINCRBY', meta, 't', 1)
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('XADD', stream, 'MAXLEN', ARGV[2], top .. '-0', 'e', ARGV[4], 'p', ARGV[5], 't', ms)
-redis.call('PEXPIRE', stream, ARGV[3])
-redis.call('PEXPIRE', meta, ARGV[7])
-local n = redis.call('SPUBLISH', channel, top .. '\n' .. epoch .. '\n' .. ms .. '\n' .. ARGV[6] .. ARGV[5])
-return {top, epoch, n}
-";
 
 const READ: &str = r"
 local meta, stream = KEYS[1], KEYS[2]
@@ -91,11 +76,11 @@ end
 return {epoch, top, ms, 1, entries}
 ";
 
-/// Where one room's stream, epoch and channel are.
+/// Where one room's stream and epoch are, and its shard.
 struct Keys {
+    shard: u32,
     meta: String,
     stream: String,
-    channel: String,
     /// Prefix of the room's idempotency keys (an id follows).
     ids: String,
 }
@@ -120,13 +105,14 @@ fn shard_of(namespace: &str, room: &str) -> u32 {
 }
 
 fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
-    let tag = shard_tag(prefix, shard_of(namespace, room));
+    let shard = shard_of(namespace, room);
+    let tag = shard_tag(prefix, shard);
     // Lengths first: no namespace and room can spell another pair's key.
     let id = format!("{}:{namespace}:{room}", namespace.len());
     Keys {
+        shard,
         meta: format!("{tag}#{id}#meta"),
         stream: format!("{tag}#{id}#stream"),
-        channel: format!("{tag}#events"),
         ids: format!("{tag}#{id}#id:"),
     }
 }
@@ -135,74 +121,89 @@ fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
 pub(crate) struct RedisStore<C> {
     client: C,
     prefix: String,
-    stats: RedisStats,
+    /// The command timeout fred enforces, named in timeout errors.
+    timeout: Duration,
+    appends: Batcher,
+    read: Script,
 }
 
-impl<C> RedisStore<C> {
+impl<C: LuaInterface + Clone + Send + Sync + 'static> RedisStore<C> {
+    /// Starts the shards' append tasks (within a Tokio runtime).
     pub(crate) fn new(client: C, config: &RedisConfig, stats: RedisStats) -> Self {
+        let prefix = config.prefix_str().to_owned();
+        let timeout = config.command_timeout_value();
+        let channels = (0..HISTORY_SHARDS)
+            .map(|shard| shard_channel(&prefix, shard))
+            .collect();
         Self {
+            appends: Batcher::start(&client, channels, &stats, timeout),
             client,
-            prefix: config.prefix_str().to_owned(),
-            stats,
+            prefix,
+            timeout,
+            read: Script::new(READ),
         }
     }
 }
 
-fn redis_error(e: fred::error::Error) -> TransportError {
+pub(super) fn redis_error(e: fred::error::Error, timeout: Duration) -> TransportError {
     match e.kind() {
-        fred::error::ErrorKind::Timeout => TransportError::Timeout(Duration::ZERO),
+        fred::error::ErrorKind::Timeout => TransportError::Timeout(timeout),
         _ => TransportError::Adapter(Box::new(e)),
     }
 }
 
-fn malformed(what: &str) -> TransportError {
-    TransportError::Adapter(format!("unexpected answer from the history script: {what}").into())
-}
-
-impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
+impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
     fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
             let k = keys(&self.prefix, e.namespace, e.room);
-            let except: Vec<String> = e.except.iter().map(Sid::to_string).collect();
-            let header = format!(
-                "{}\n{}\n{}\n{}\n",
-                e.namespace,
-                e.room,
-                e.event,
-                except.join(",")
+            let mut header = String::with_capacity(
+                e.namespace.len() + e.room.len() + e.event.len() + 4 + 17 * e.except.len(),
             );
+            for part in [e.namespace, e.room, e.event] {
+                header.push_str(part);
+                header.push('\n');
+            }
+            for (i, sid) in e.except.iter().enumerate() {
+                if i > 0 {
+                    header.push(',');
+                }
+                // Writing to a String cannot fail.
+                let _ = write!(header, "{sid}");
+            }
+            header.push('\n');
             let ttl_ms = e.policy.ttl_secs.saturating_mul(1000);
-            let args: Vec<RedisValue> = vec![
-                new_epoch().into(),
-                u64::from(e.policy.size).to_string().into(),
-                ttl_ms.to_string().into(),
-                e.event.into(),
-                e.payload.get().into(),
-                header.into(),
-                ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
-                e.id.map_or_else(String::new, |_| {
-                    (IDEMPOTENCY_TTL.as_millis() as u64).to_string()
-                })
-                .into(),
-            ];
-            let id_key = format!("{}{}", k.ids, e.id.unwrap_or_default());
-            let c = self.stats.counters();
-            let answer: RedisValue = self
-                .client
-                .eval(APPEND, vec![k.meta, k.stream, k.channel, id_key], args)
-                .await
-                .map_err(|err| {
-                    Counters::add(&c.publish_failed, 1);
-                    redis_error(err)
-                })?;
-            Counters::add(&c.published, 1);
-            Counters::add(&c.bytes_published, e.payload.get().len() as u64);
-            let RedisValue::Array(parts) = answer else {
-                return Err(malformed("not an array"));
+            let meta_ttl_ms = ttl_ms.max(MIN_META_TTL_MS);
+            let id_key = match e.id {
+                Some(id) => format!("{}{id}", k.ids),
+                None => k.meta.clone(),
             };
-            let receivers = parts.get(2).and_then(RedisValue::as_i64).unwrap_or(0);
-            // -1: the id was appended before.
-            Ok(u64::try_from(receivers).ok())
+            let mut numbers = format!(
+                "{} {ttl_ms} {meta_ttl_ms} {}",
+                e.policy.size,
+                ttl_ms / EXPIRY_SLACK_DIVISOR
+            );
+            if e.id.is_some() {
+                let _ = write!(numbers, " {}", IDEMPOTENCY_TTL.as_millis());
+            }
+            let (reply, answer) = oneshot::channel();
+            self.appends.send(
+                k.shard,
+                Job {
+                    keys: [k.meta, k.stream, id_key],
+                    args: [
+                        numbers.into(),
+                        e.event.into(),
+                        e.payload.get().into(),
+                        header.into(),
+                    ],
+                    reply,
+                },
+            );
+            answer.await.unwrap_or_else(|_| {
+                Err(TransportError::Adapter(
+                    "the history store is shut down".into(),
+                ))
+            })
         })
     }
 
@@ -225,10 +226,12 @@ impl<C: LuaInterface + Send + Sync + 'static> Store for RedisStore<C> {
                 ttl_ms.max(MIN_META_TTL_MS).to_string().into(),
             ];
             let answer: RedisValue = self
-                .client
-                .eval(READ, vec![k.meta, k.stream], args)
+                .read
+                .run(&self.client, || {
+                    (vec![k.meta.clone(), k.stream.clone()], args.clone())
+                })
                 .await
-                .map_err(redis_error)?;
+                .map_err(|e| redis_error(e, self.timeout))?;
             parse_read(answer, since, ttl_ms)
         })
     }
@@ -439,9 +442,25 @@ mod tests {
     }
 
     #[test]
+    fn a_timeout_names_the_configured_timeout() {
+        let timeout = Duration::from_millis(1500);
+        let e = fred::error::Error::new(fred::error::ErrorKind::Timeout, "Request timed out.");
+        assert!(matches!(
+            redis_error(e, timeout),
+            TransportError::Timeout(t) if t == timeout
+        ));
+        let e = fred::error::Error::new(fred::error::ErrorKind::IO, "closed");
+        assert!(matches!(
+            redis_error(e, timeout),
+            TransportError::Adapter(_)
+        ));
+    }
+
+    #[test]
     fn rooms_spread_over_shards_and_share_a_slot_with_their_channel() {
         let k = keys("socket.io", "/", "chat|1");
-        let tag = &k.channel[..k.channel.find('}').unwrap() + 1];
+        let channel = shard_channel("socket.io", k.shard);
+        let tag = &channel[..channel.find('}').unwrap() + 1];
         assert!(k.meta.starts_with(tag) && k.stream.starts_with(tag));
         let shards: std::collections::BTreeSet<u32> = (0..200)
             .map(|i| shard_of("/", &format!("chat|{i}")))

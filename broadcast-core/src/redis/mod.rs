@@ -90,6 +90,7 @@ use crate::transport::Transport;
 pub use history::HISTORY_SHARDS;
 use history::RedisStore;
 
+mod append;
 mod config;
 mod driver;
 mod error;
@@ -98,6 +99,7 @@ mod inbound;
 mod presence;
 mod publish;
 mod rooms;
+mod script;
 mod stats;
 
 pub use config::{
