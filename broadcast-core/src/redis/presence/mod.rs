@@ -12,6 +12,9 @@
 //! - `P-presence:{R}:s:S` set of the connections of server `S`
 //! - `P-presence:{R}:g` hash of the members announced gone that a restore
 //!   must announce again (see `scripts.rs`)
+//! - `P-presence:{R}:v` the version of the member hash (see `scripts.rs`):
+//!   each store keeps the list of the last version it read per room, so a
+//!   query of a room that did not change reads a version, not the list
 //! - `P-presence-rooms:S` set of the rooms where server `S` has connections
 //! - `P-presence-alive:S` exists while server `S` lives ([`ALIVE_TTL`])
 //! - `P-presence-servers` set of the servers that have had members
@@ -24,7 +27,7 @@ mod upkeep;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fred::clients::Client;
 use fred::interfaces::ClientLike;
@@ -40,7 +43,14 @@ pub(crate) use upkeep::spawn_upkeep;
 pub use upkeep::{ALIVE_TTL, HEARTBEAT, SWEEP};
 
 /// A room's keys, in the scripts' `KEYS` order.
-type RoomKeys = [String; 5];
+type RoomKeys = [String; 6];
+
+/// Rooms whose last list a store keeps; past it, it forgets them all (a
+/// miss costs one full read).
+const CACHED_ROOMS: usize = 1024;
+
+/// Per room: the version of the member list and the list.
+type Cache = HashMap<String, (String, Arc<Vec<Member>>)>;
 
 /// The Redis presence store of one server (or, without a server id, a
 /// worker's: queries only).
@@ -60,6 +70,8 @@ pub(crate) struct RedisPresenceStore {
     /// A restore began and has not finished: the next beat restores even
     /// though the alive key is there.
     restore_pending: AtomicBool,
+    /// The member lists last read, by room, with their versions.
+    cache: Mutex<Cache>,
 }
 
 fn store_error(op: &'static str, room: &str, e: impl std::fmt::Display) -> PresenceError {
@@ -85,6 +97,7 @@ impl RedisPresenceStore {
             retry: Mutex::default(),
             lost: Mutex::default(),
             restore_pending: AtomicBool::new(false),
+            cache: Mutex::default(),
         })
     }
 
@@ -97,6 +110,7 @@ impl RedisPresenceStore {
             format!("{base}:c"),
             format!("{base}:s:{server}"),
             format!("{base}:g"),
+            format!("{base}:v"),
         ]
     }
 
@@ -115,9 +129,10 @@ impl RedisPresenceStore {
     async fn eval(
         &self,
         script: &'static str,
-        keys: RoomKeys,
+        keys: impl IntoIterator<Item = String, IntoIter: ExactSizeIterator>,
         args: Vec<String>,
     ) -> Result<Value, fred::error::Error> {
+        let keys = keys.into_iter();
         let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
         all.push(script.into());
         all.push(Value::Integer(keys.len() as i64));
@@ -337,12 +352,48 @@ impl Store for RedisPresenceStore {
 
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>> {
         Box::pin(async move {
-            let [m, ..] = self.keys(room, "");
-            let v = self
-                .cmd("HVALS", vec![m])
+            let [m, _, _, _, _, v] = self.keys(room, "");
+            let have = lock(&self.cache).get(room).cloned();
+            let version = have.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+            let reply = self
+                .eval(scripts::MEMBERS, vec![m, v], vec![version])
                 .await
                 .map_err(|e| store_error("members", room, e))?;
-            Ok(members_of(room, v))
+            let Value::Array(parts) = reply else {
+                return Err(store_error(
+                    "members",
+                    room,
+                    "unexpected reply from Redis: not an array",
+                ));
+            };
+            let mut parts = parts.into_iter();
+            let version = parts
+                .next()
+                .and_then(Value::into_string)
+                .unwrap_or_default();
+            let Some(list) = parts.next() else {
+                // The version the cache has: the list is the same.
+                return match have {
+                    Some((_, members)) if !version.is_empty() => Ok(members.as_ref().clone()),
+                    _ => Err(store_error(
+                        "members",
+                        room,
+                        "unexpected reply from Redis: a version without a list",
+                    )),
+                };
+            };
+            let members = members_of(room, list);
+            let mut cache = lock(&self.cache);
+            if version.is_empty() {
+                // Written without the scripts (or empty): not kept.
+                cache.remove(room);
+            } else {
+                if cache.len() >= CACHED_ROOMS {
+                    cache.clear();
+                }
+                cache.insert(room.to_owned(), (version, Arc::new(members.clone())));
+            }
+            Ok(members)
         })
     }
 

@@ -4,6 +4,14 @@
 //! [parent module](super)), all in the room's hash tag, so a script
 //! touches one slot.
 //!
+//! The version (`KEYS[6]`) changes with every change of the member hash
+//! (`KEYS[1]`), which only these scripts write: a reader that has the list
+//! of a version need not read it again (see `MEMBERS`). It starts from
+//! Redis's clock in microseconds when it is created and is deleted with
+//! the room's last member, so a version never comes back with other
+//! members (after a Redis restart too), unless a room changed more than
+//! once a microsecond for its whole life.
+//!
 //! The marks hash (`KEYS[5]`) holds the members whose leave was announced
 //! while Redis may still see them come back (a dead server's members, a
 //! leave Redis lost), and `''` when the room's vacating was: a restore
@@ -20,7 +28,17 @@ use std::time::Duration;
 /// the members. A join clears the room's announced-gone marks (`KEYS[5]`)
 /// of what it announces itself.
 pub(super) const BATCH: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
 local out = {}
+local changed = false
 for i = 2, #ARGV, 4 do
   local conn = ARGV[i + 1]
   local member, edge, known = '', 0, 1
@@ -37,6 +55,7 @@ for i = 2, #ARGV, 4 do
         redis.call('HSET', KEYS[1], id, ARGV[i + 3])
         redis.call('HDEL', KEYS[5], id)
         member = ARGV[i + 3]
+        changed = true
       end
     end
   else
@@ -48,6 +67,7 @@ for i = 2, #ARGV, 4 do
         redis.call('HDEL', KEYS[2], id)
         member = redis.call('HGET', KEYS[1], id) or ''
         redis.call('HDEL', KEYS[1], id)
+        changed = true
         if member ~= '' and redis.call('HLEN', KEYS[2]) == 0 then edge = 1 end
       end
     else
@@ -58,6 +78,7 @@ for i = 2, #ARGV, 4 do
   table.insert(out, edge)
   table.insert(out, known)
 end
+if changed then bump() end
 if ARGV[1] == '1' then table.insert(out, redis.call('HVALS', KEYS[1])) end
 return out
 ";
@@ -69,6 +90,16 @@ return out
 /// dead, or a leave during the outage looked final); the same for the
 /// room's occupation (mark ''). Returns `{occupied, announced members}`.
 pub(super) const RESTORE: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local changed = false
 local was_empty = redis.call('HLEN', KEYS[2]) == 0
 local out = {}
 for i = 1, #ARGV, 3 do
@@ -77,10 +108,12 @@ for i = 1, #ARGV, 3 do
     redis.call('SADD', KEYS[4], conn)
     if redis.call('HINCRBY', KEYS[2], id, 1) == 1 then
       redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+      changed = true
       if redis.call('HDEL', KEYS[5], id) == 1 then table.insert(out, ARGV[i + 2]) end
     end
   end
 end
+if changed then bump() end
 local occupied = 0
 if was_empty and redis.call('HLEN', KEYS[2]) > 0 and redis.call('HDEL', KEYS[5], '') == 1 then
   occupied = 1
@@ -111,6 +144,15 @@ return {1, vacated}
 /// members it announces as gone (`KEYS[5]`, lifetime `ARGV[1]`), so the
 /// server's restore, should it come back, announces them again.
 pub(super) const CLEANUP: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
 local left = {}
 for _, conn in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   local id = redis.call('HGET', KEYS[3], conn)
@@ -128,6 +170,7 @@ for _, conn in ipairs(redis.call('SMEMBERS', KEYS[4])) do
   end
 end
 redis.call('DEL', KEYS[4])
+if #left > 0 then bump() end
 local vacated = 0
 if #left > 0 and redis.call('HLEN', KEYS[2]) == 0 then
   vacated = 1
@@ -141,3 +184,13 @@ return {vacated, left}
 /// sweep or a lost leave: a server that comes back later than this
 /// restores its members without announcing them.
 pub(super) const GONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The members of a room unless the reader has them: `KEYS` are the
+/// member hash and the version, `ARGV[1]` the version the reader has (or
+/// ''). Returns `{version}` when it is the same, else `{version or '',
+/// members}`.
+pub(super) const MEMBERS: &str = r"
+local v = redis.call('GET', KEYS[2])
+if v and v == ARGV[1] then return {v} end
+return {v or '', redis.call('HVALS', KEYS[1])}
+";
