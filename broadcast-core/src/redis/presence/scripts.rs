@@ -6,7 +6,7 @@
 //!
 //! The version (`KEYS[6]`) changes with every change of the member hash
 //! (`KEYS[1]`), which only these scripts write: a reader that has the list
-//! of a version need not read it again (see `MEMBERS`). It starts from
+//! of a version need not read it again. It starts from
 //! Redis's clock in microseconds when it is created and is deleted with
 //! the room's last member, so a version never comes back with other
 //! members (after a Redis restart too), unless a room changed more than
@@ -184,13 +184,3 @@ return {vacated, left}
 /// sweep or a lost leave: a server that comes back later than this
 /// restores its members without announcing them.
 pub(super) const GONE_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// The members of a room unless the reader has them: `KEYS` are the
-/// member hash and the version, `ARGV[1]` the version the reader has (or
-/// ''). Returns `{version}` when it is the same, else `{version or '',
-/// members}`.
-pub(super) const MEMBERS: &str = r"
-local v = redis.call('GET', KEYS[2])
-if v and v == ARGV[1] then return {v} end
-return {v or '', redis.call('HVALS', KEYS[1])}
-";
