@@ -365,12 +365,11 @@ impl Store for RedisPresenceStore {
                 .map_err(err)?
                 .into_string()
                 .unwrap_or_default();
-            if !version.is_empty() {
-                if let Some((have, members)) = lock(&self.cache).get(room) {
-                    if *have == version {
-                        return Ok(members.as_ref().clone());
-                    }
-                }
+            if let Some((have, members)) = lock(&self.cache).get(room)
+                && !version.is_empty()
+                && *have == version
+            {
+                return Ok(members.as_ref().clone());
             }
             let list = self.cmd("HVALS", vec![m]).await.map_err(err)?;
             let members = members_of(room, list);
