@@ -326,6 +326,28 @@ async fn churn_leaves_servers_and_observers_agreeing() {
     drop((keep, observers, sa, sb));
 }
 
+/// Both servers' member lists, once equal to `want` (or after `T`).
+async fn lists_become(a: &RedisSocketIo, b: &RedisSocketIo, room: u64, want: &BTreeSet<String>) {
+    let since = Instant::now();
+    loop {
+        let ids = |r: Result<Vec<broadcast_core::presence::Member>, _>| {
+            r.map(|v| v.iter().map(|m| m.id().to_owned()).collect::<BTreeSet<_>>())
+                .unwrap_or_default()
+        };
+        let ma = ids(a.presence.members_of(&LobbyRoom(room)).await);
+        let mb = ids(b.presence.members_of(&LobbyRoom(room)).await);
+        if &ma == want && &mb == want {
+            return;
+        }
+        assert!(since.elapsed() < T, "lists {ma:?} / {mb:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Redis loses everything while alice and carol stay and bob goes. The
+/// servers put their members back silently (clients never saw them leave:
+/// no `presence_joined`, no hook), and bob's leave, which Redis could not
+/// see, still reaches the observer and the hooks once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_restore_their_members_after_a_redis_restart() {
     let Some(mut redis) = RedisServer::start().await.expect("starting redis-server") else {
@@ -334,34 +356,73 @@ async fn servers_restore_their_members_after_a_redis_restart() {
     let log: Log = Arc::default();
     let (a, sa) = node(&redis.url(), 0, &log).await;
     let (b, sb) = node(&redis.url(), 1, &log).await;
+    let mut dave = client(&sa, "dave").await;
+    let mut seen = ids(&join(&dave, 3).await["members"]);
     let alice = client(&sa, "alice").await;
     let carol = client(&sb, "carol").await;
-    join(&alice, 3).await;
-    join(&carol, 3).await;
-    let both: BTreeSet<String> = ["alice".into(), "carol".into()].into();
-    assert_eq!(members(&a, 3).await, both);
+    let bob = client(&sb, "bob").await;
+    for c in [&alice, &carol, &bob] {
+        join(c, 3).await;
+    }
+    let set = |v: &[&str]| {
+        v.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<String>>()
+    };
+    let all = set(&["alice", "bob", "carol", "dave"]);
+    lists_become(&a, &b, 3, &all).await;
+    // dave's view is complete, and the hooks of the joins are in.
+    while seen != all {
+        let ev = dave.next_event(T).await.unwrap();
+        apply(&mut seen, &ev.event, &ev.args[0]);
+    }
+    assert_eq!(hooks(&log, 5).await.len(), 5);
+    log.lock().unwrap().clear();
 
+    redis.kill().await.unwrap();
+    // bob leaves while Redis is down, past the command timeout: his leave
+    // fails and is retried against a Redis that no longer knows him.
+    bob.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     redis.restart().await.unwrap();
     let back = Instant::now();
-    loop {
-        let ma = a.presence.members_of(&LobbyRoom(3)).await;
-        let mb = b.presence.members_of(&LobbyRoom(3)).await;
-        let ids = |r: Result<Vec<broadcast_core::presence::Member>, _>| {
-            r.map(|v| v.iter().map(|m| m.id().to_owned()).collect::<BTreeSet<_>>())
-                .unwrap_or_default()
-        };
-        if ids(ma) == both && ids(mb) == both {
-            break;
-        }
-        assert!(back.elapsed() < T, "not restored within {T:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let stay = set(&["alice", "carol", "dave"]);
+    lists_become(&a, &b, 3, &stay).await;
     let took = back.elapsed();
     eprintln!("members restored {took:?} after Redis came back");
     assert!(took < Duration::from_secs(5), "restored after {took:?}");
-    // And they work on: carol leaves, alice's list follows.
+
+    // dave hears of bob's leave and of nothing else.
+    let mut frames = Vec::new();
+    while seen != stay {
+        let ev = dave.next_event(T).await.unwrap();
+        apply(&mut seen, &ev.event, &ev.args[0]);
+        frames.push(ev);
+    }
+    // Two heartbeats for a late restore's frames.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    while let Some(ev) = dave.try_next_event() {
+        apply(&mut seen, &ev.event, &ev.args[0]);
+        frames.push(ev);
+    }
+    assert_eq!(seen, stay);
+    for f in &frames {
+        let joined = f.event == "presence_joined"
+            || (f.event == "presence_diff" && f.args[0]["joined"] != json!([]));
+        assert!(!joined, "a restored member was announced: {frames:?}");
+    }
+    assert_eq!(
+        hooks(&log, 1).await,
+        [(1, PresenceKind::Left, Some("bob".to_owned()))],
+        "hooks after the restart"
+    );
+
+    // And they work on: carol leaves, everyone's lists follow.
     leave(&carol, 3).await;
-    assert_eq!(members(&a, 3).await, ["alice".into()].into());
+    lists_become(&a, &b, 3, &set(&["alice", "dave"])).await;
+    let ev = dave.next_event(T).await.unwrap();
+    apply(&mut seen, &ev.event, &ev.args[0]);
+    assert_eq!(seen, set(&["alice", "dave"]), "{ev:?}");
     drop((alice, carol, sa, sb));
 }
 

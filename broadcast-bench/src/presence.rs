@@ -3,13 +3,14 @@
 //!
 //! 1. Join storm: N clients (half on each server, users `u0`..) join chat 1
 //!    (a presence room) at once, without asking for acks (n acks of up to
-//!    n members do not fit in one client process; a 2,000 run with acks is
-//!    in BENCHMARKS.md). Reports the time until every `joined` is in,
+//!    n members each are n^2 members of JSON). The clients live in child
+//!    processes of 2,500 (`presence_clients.rs`) that drop every frame but
+//!    their `joined` unread. Reports the time until every `joined` is in,
 //!    the time until both servers' `GET /chats/1/members` list everyone,
 //!    and the presence frames two observers (one per server) received:
 //!    count and per second, against the coalescing rule (per room and
 //!    server: burst 20, then 10/s, so at most `2 * (20 + 10 * t)` in `t`
-//!    seconds from two servers).
+//!    seconds from two servers); and the peak memory of every process.
 //! 2. Queries at N members: `members` and `count` of chat 1 from a worker
 //!    (`redis::worker(..).presence`), Q times each: p50/p99/max.
 //! 3. The same N clients join their own `user|<name>` room (no presence):
@@ -109,60 +110,12 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-async fn connect_all(ports: [u16; 2], n: usize) -> Result<Vec<SioClient>, String> {
-    let mut out = Vec::with_capacity(n);
-    let mut pending = Vec::new();
-    for i in 0..n {
-        let port = ports[i % 2];
-        pending.push(tokio::spawn(async move {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            SioClient::connect(addr, "/", Some(json!({"user": format!("u{i}")}))).await
-        }));
-        if pending.len() == 200 || i + 1 == n {
-            for p in pending.drain(..) {
-                out.push(
-                    p.await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Waits for `n` `joined` of phase `phase`.
-async fn wait_joined(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<u8>,
+/// `q` times `members` and `count` of chat 1: p50/p99/max of each, ms.
+async fn measure(
+    worker: &broadcast_core::redis::RedisWorker,
     n: usize,
-    phase: u8,
-) -> Result<(), String> {
-    let mut got = 0;
-    while got < n {
-        match tokio::time::timeout(WAIT, rx.recv()).await {
-            Ok(Some(p)) if p == phase => got += 1,
-            Ok(Some(_)) => {}
-            _ => return Err(format!("{got} of {n} joins answered")),
-        }
-    }
-    Ok(())
-}
-
-/// `queries N Q`: the read path alone at N members, written straight into
-/// Redis in the layout the presence scripts write (one process cannot hold
-/// N clients' frames for large N on a small machine).
-async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let redis = RedisServer::start()
-        .await?
-        .ok_or("redis-server is not available")?;
-    let key = "socket.io-presence:{/\u{1f}chat|1}:m";
-    let mut args = vec!["HSET".to_owned(), key.to_owned()];
-    for i in 0..n {
-        args.push(format!("u{i}"));
-        args.push(format!("{{\"id\":\"u{i}\"}}"));
-    }
-    let _: i64 = redis.command(args).await?;
-    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+    q: usize,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
     let (mut list, mut count) = (Vec::new(), Vec::new());
     for _ in 0..q {
         let t = Instant::now();
@@ -177,22 +130,144 @@ async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Erro
     }
     list.sort_by(f64::total_cmp);
     count.sort_by(f64::total_cmp);
+    Ok(json!({
+        "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+        "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
+    }))
+}
+
+/// Clients per child process: far from the 20,000 files a process may
+/// open, and small enough that one child's memory stays in megabytes.
+const PER_CHILD: usize = 2_500;
+
+/// A child process of clients (`presence_clients.rs`).
+struct Clients {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Clients {
+    async fn spawn(ports: [u16; 2], from: usize, to: usize) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .args([
+                "clients".to_owned(),
+                ports[0].to_string(),
+                ports[1].to_string(),
+            ])
+            .args([from.to_string(), to.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        use tokio::io::AsyncBufReadExt;
+        let lines = tokio::io::BufReader::new(stdout).lines();
+        Ok(Self {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    async fn expect(&mut self, prefix: &str) -> Result<String, String> {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .map_err(|_| format!("no `{prefix}` from a client process"))?
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("a client process ended before `{prefix}`"))?;
+        if line.starts_with(prefix) {
+            Ok(line)
+        } else {
+            Err(format!("a client process said `{line}`, not `{prefix}`"))
+        }
+    }
+
+    async fn tell(&mut self, phase: u8) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        self.stdin
+            .write_all(format!("{phase}\n").as_bytes())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn peak_mb(&self) -> f64 {
+        self.child.id().map_or(0.0, peak_mb)
+    }
+}
+
+/// Peak resident memory of process `pid` (VmHWM), MB.
+fn peak_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kb| (kb / 1024.0).round())
+}
+
+/// Tells every child `phase` and waits until each says every client of its
+/// got that phase's `joined`.
+async fn storm_phase(children: &mut [Clients], phase: u8) -> Result<(), String> {
+    for c in children.iter_mut() {
+        c.tell(phase).await?;
+    }
+    for c in children.iter_mut() {
+        c.expect(&format!("joined {phase}")).await?;
+    }
+    Ok(())
+}
+
+/// `queries N Q`: the read path alone at N members, written straight into
+/// Redis in the layout the presence scripts write (one process cannot hold
+/// N clients' frames for large N on a small machine).
+async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let redis = RedisServer::start()
+        .await?
+        .ok_or("redis-server is not available")?;
+    let key = "socket.io-presence:{/\u{1f}chat|1}:m";
+    let mut args = vec!["HSET".to_owned(), key.to_owned()];
+    for i in 0..n {
+        args.push(format!("u{i}"));
+        args.push(format!("{{\"id\":\"u{i}\"}}"));
+    }
+    let _: i64 = redis.command(args).await?;
+    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+    // Without a version key (as written here) every query reads the whole
+    // list; with one (as the scripts write it) a query of an unchanged
+    // room reads the version and the list the store kept.
+    let uncached = measure(&worker, n, q).await?;
+    let _: String = redis
+        .command(["SET", "socket.io-presence:{/\u{1f}chat|1}:v", "1"])
+        .await?;
+    let cached = measure(&worker, n, q).await?;
     println!(
         "{}",
         json!({
             "members": n,
             "queries": q,
-            "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
-            "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
+            "uncached": uncached,
+            "cached": cached,
         })
     );
     worker.connection.shutdown().await?;
     Ok(())
 }
 
+mod presence_clients;
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("clients") {
+        args.next();
+        return presence_clients::main(&args.collect::<Vec<_>>()).await;
+    }
     if args.peek().map(String::as_str) == Some("queries") {
         args.next();
         let n: usize = args
@@ -213,8 +288,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let redis = RedisServer::start()
         .await?
         .ok_or("redis-server is not available")?;
-    let (_a, pa) = start_chat(&bin, &redis.url()).await?;
-    let (_b, pb) = start_chat(&bin, &redis.url()).await?;
+    let (server_a, pa) = start_chat(&bin, &redis.url()).await?;
+    let (server_b, pb) = start_chat(&bin, &redis.url()).await?;
 
     // Observers, one per server, in chat 1 first.
     let mut frame_logs = Vec::new();
@@ -237,52 +312,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         frame_logs.push(log);
     }
 
-    let clients = connect_all([pa, pb], n).await?;
-    eprintln!("{n} clients connected; join storm");
-    // Each client is a task that reads everything it receives (every member
-    // gets every presence frame: the bench process holds all of them, so
-    // nothing may pile up) and reports its `joined`. Joins are sent without
-    // an ack: n acks of up to n members each do not fit in one process.
-    let (phase_tx, phase_rx) = tokio::sync::watch::channel(0u8);
-    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<u8>();
-    for (i, mut c) in clients.into_iter().enumerate() {
-        let mut phase = phase_rx.clone();
-        let done = done_tx.clone();
-        tokio::spawn(async move {
-            let mut current = 0u8;
-            loop {
-                tokio::select! {
-                    changed = phase.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        current = *phase.borrow();
-                        let sent = match current {
-                            1 => c.emit("/", "join_chat", vec![json!(1)]).await,
-                            2 => c.emit("/", "join_user", vec![json!(format!("u{i}"))]).await,
-                            _ => {
-                                let _ = c.disconnect().await;
-                                return;
-                            }
-                        };
-                        if sent.is_err() {
-                            return;
-                        }
-                    }
-                    ev = c.next_event(WAIT) => match ev {
-                        Ok(ev) if ev.event == "joined" => {
-                            let _ = done.send(current);
-                        }
-                        Ok(_) => {}
-                        Err(_) => return,
-                    },
-                }
-            }
-        });
+    let mut children = Vec::new();
+    for from in (0..n).step_by(PER_CHILD) {
+        children.push(Clients::spawn([pa, pb], from, (from + PER_CHILD).min(n)).await?);
     }
-    drop(done_tx);
+    for c in &mut children {
+        c.expect("connected").await?;
+    }
+    eprintln!(
+        "{n} clients connected in {} processes; join storm",
+        children.len()
+    );
     let start = Instant::now();
-    phase_tx.send(1)?;
     let want = n + 2;
     let poll = tokio::spawn(async move {
         loop {
@@ -296,10 +337,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if start.elapsed() > WAIT {
                 return Err(format!("member lists {ma}/{mb}, want {want}"));
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    wait_joined(&mut done_rx, n, 1).await?;
+    storm_phase(&mut children, 1).await?;
     let all_acked = start.elapsed();
     let complete = Some(poll.await??);
     // Frames still on their way (a last diff) arrive within a second.
@@ -354,10 +395,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The same clients into rooms without presence.
     let start = Instant::now();
-    phase_tx.send(2)?;
-    wait_joined(&mut done_rx, n, 2).await?;
+    storm_phase(&mut children, 2).await?;
     let plain = start.elapsed();
-    phase_tx.send(3)?;
+    let clients_peak_mb: Vec<f64> = children.iter().map(Clients::peak_mb).collect();
+    let servers_peak_mb = [&server_a, &server_b].map(|c| c.id().map_or(0.0, peak_mb));
+    let harness_peak_mb = peak_mb(std::process::id());
+    for c in &mut children {
+        c.tell(3).await?;
+    }
 
     println!(
         "{}",
@@ -373,6 +418,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
             "count_ms": {"p50": pct(&count, 0.5), "p99": pct(&count, 0.99), "max": pct(&count, 1.0)},
             "join_storm_without_presence": {"joins": n, "all_joined_ms": ms(plain)},
+            "peak_mb": {
+                "client_processes": clients_peak_mb,
+                "chat_servers": servers_peak_mb,
+                "harness": harness_peak_mb,
+            },
         })
     );
     worker.connection.shutdown().await?;

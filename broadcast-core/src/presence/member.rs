@@ -40,11 +40,39 @@ pub const MAX_MEMBER_BYTES: usize = 1024;
 /// assert_eq!(carol.json(), r#"{"id":"carol","color":"red"}"#);
 /// assert!(Member::new("").is_err());
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Member {
-    id: Arc<str>,
     json: Arc<str>,
+    id: Id,
 }
+
+/// Where a member's id is: in its JSON (bytes `start..end`, when the JSON
+/// string has no escapes), so that a member is one allocation (lists of
+/// 10,000 are read on every query); or its own string.
+#[derive(Clone)]
+enum Id {
+    In(u16, u16),
+    Own(Arc<str>),
+}
+
+/// The span of `id`, a slice of `json`, within it; `None` if it is not one.
+fn span(json: &str, id: &str) -> Option<Id> {
+    let start = (id.as_ptr() as usize).checked_sub(json.as_ptr() as usize)?;
+    let end = start + id.len();
+    if json.get(start..end) != Some(id) {
+        return None;
+    }
+    Some(Id::In(u16::try_from(start).ok()?, u16::try_from(end).ok()?))
+}
+
+impl PartialEq for Member {
+    fn eq(&self, other: &Self) -> bool {
+        // The id is read from the JSON: the JSON alone says who it is.
+        self.json == other.json
+    }
+}
+
+impl Eq for Member {}
 
 impl Member {
     /// A member with only an id.
@@ -87,8 +115,14 @@ impl Member {
                 json.len()
             )));
         }
+        // `{"id":"` is 7 bytes; the id is there as-is unless it was escaped.
+        let at = if id_json.len() == id.len() + 2 {
+            span(&json, &json[7..7 + id.len()])
+        } else {
+            None
+        };
         Ok(Self {
-            id: id.into(),
+            id: at.unwrap_or_else(|| Id::Own(id.into())),
             json: json.into(),
         })
     }
@@ -113,21 +147,35 @@ impl Member {
                 json.len()
             )));
         }
-        // Only the id is kept; the rest is checked for being JSON without
-        // building it (member lists of 10,000 are read on every query).
+        // The framework's own form of a member without metadata, checked by
+        // hand: member lists of 10,000 are read on every query, and a serde
+        // pass per member was most of their cost.
+        if let Some(id) = plain_member_id(json) {
+            check_id(id)?;
+            return Ok(Self {
+                id: span(json, id).unwrap_or_else(|| Id::Own(id.into())),
+                json: json.into(),
+            });
+        }
+        // Anything else: only the id is kept; the rest is checked for being
+        // JSON without building it.
         #[derive(serde::Deserialize)]
-        struct Id<'a> {
+        struct WithId<'a> {
             #[serde(borrow)]
             id: std::borrow::Cow<'a, str>,
         }
         if !json.trim_start().starts_with('{') {
             return Err(corrupt("not a JSON object".into()));
         }
-        let parsed: Id<'_> = serde_json::from_str(json)
+        let parsed: WithId<'_> = serde_json::from_str(json)
             .map_err(|e| corrupt(format!("not an object with a string `id` ({e})")))?;
         check_id(&parsed.id)?;
+        let id = match &parsed.id {
+            std::borrow::Cow::Borrowed(id) => span(json, id),
+            std::borrow::Cow::Owned(_) => None,
+        };
         Ok(Self {
-            id: parsed.id.as_ref().into(),
+            id: id.unwrap_or_else(|| Id::Own(parsed.id.as_ref().into())),
             json: json.into(),
         })
     }
@@ -138,7 +186,13 @@ impl Member {
     /// assert_eq!(broadcast_core::presence::Member::new("alice").unwrap().id(), "alice");
     /// ```
     pub fn id(&self) -> &str {
-        &self.id
+        match &self.id {
+            Id::In(start, end) => self
+                .json
+                .get(usize::from(*start)..usize::from(*end))
+                .unwrap_or_default(),
+            Id::Own(id) => id,
+        }
     }
 
     /// The member's JSON object, as clients receive it.
@@ -164,6 +218,19 @@ impl Serialize for Member {
         let raw: &RawValue = serde_json::from_str(&self.json).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
+}
+
+/// The id of `{"id":"<id>"}` when `<id>` needs no unescaping (no `"`, `\\`
+/// or control character): exactly what [`Member::new`] writes for such an
+/// id. Anything else is `None`, for the full parser.
+fn plain_member_id(json: &str) -> Option<&str> {
+    let id = json.strip_prefix("{\"id\":\"")?.strip_suffix("\"}")?;
+    // JSON strings hold no raw control characters; `check_id` refuses them
+    // in ids anyway.
+    if id.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        return None;
+    }
+    Some(id)
 }
 
 fn check_id(id: &str) -> Result<(), PresenceError> {
@@ -217,4 +284,60 @@ pub enum PresenceError {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The hand-checked form and the serde path agree on what they both
+    /// read, and the hand check passes everything else on.
+    #[test]
+    fn the_plain_form_reads_like_the_parser() {
+        for id in [
+            "alice",
+            "u10000",
+            "ünï cödé",
+            "a b",
+            "x".repeat(128).as_str(),
+        ] {
+            let m = Member::new(id).unwrap();
+            assert_eq!(plain_member_id(m.json()), Some(id));
+            assert_eq!(Member::from_json(m.json()).unwrap(), m);
+        }
+        for json in [
+            r#"{"id":"a\"b"}"#,
+            r#"{"id":"a\\b"}"#,
+            r#"{"id":"a\u0001"}"#,
+            r#"{"id":"a","x":1}"#,
+            r#"{"id":"a"} "#,
+            r#" {"id":"a"}"#,
+            r#"{"id":"a""#,
+            r#"{"id":"}"#,
+        ] {
+            assert_eq!(plain_member_id(json), None, "{json}");
+        }
+        // Escapes and metadata still read through the parser.
+        assert_eq!(Member::from_json(r#"{"id":"a\"b"}"#).unwrap().id(), "a\"b");
+        assert_eq!(Member::from_json(r#"{"id":"a","x":1}"#).unwrap().id(), "a");
+        // Bad ids are refused on both paths.
+        for bad in [r#"{"id":""}"#, "{\"id\":\"a\u{7f}\"}", r#"{"id":"\u0007"}"#] {
+            assert!(Member::from_json(bad).is_err(), "{bad}");
+        }
+        // Built or read, escaped or not, with metadata or not: one member.
+        for (id, meta) in [
+            ("a\"b", json!({})),
+            ("a", json!({"x": 1})),
+            ("é\\", json!({"y": "z"})),
+        ] {
+            let built = Member::with_meta(id, &meta).unwrap();
+            let read = Member::from_json(built.json()).unwrap();
+            assert_eq!((built.id(), read.id()), (id, id));
+            assert_eq!(built, read);
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "x".repeat(MAX_MEMBER_ID_LEN + 1));
+        assert!(Member::from_json(&long).is_err());
+    }
 }

@@ -32,7 +32,10 @@
 //! see each [`PresenceChange`] exactly once in the cluster: on the server
 //! whose join or leave caused it (the store decides transitions
 //! atomically), or for a dead server's members on the server that removed
-//! them.
+//! them. When Redis loses its data, each server puts its members back
+//! without frames or hooks (clients never saw them leave); a member whose
+//! last connection left meanwhile gets its `presence_left` and
+//! [`Left`](PresenceKind::Left) once.
 //!
 //! ```
 //! # async fn run() -> Result<(), broadcast_core::presence::PresenceError> {

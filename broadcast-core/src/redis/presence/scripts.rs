@@ -1,0 +1,186 @@
+//! The Lua scripts of the Redis presence store: every change of a room's
+//! presence is one of them, so each transition is decided once in the
+//! cluster. Their `KEYS` are a room's five keys (see the
+//! [parent module](super)), all in the room's hash tag, so a script
+//! touches one slot.
+//!
+//! The version (`KEYS[6]`) changes with every change of the member hash
+//! (`KEYS[1]`), which only these scripts write: a reader that has the list
+//! of a version need not read it again. It starts from
+//! Redis's clock in microseconds when it is created and is deleted with
+//! the room's last member, so a version never comes back with other
+//! members (after a Redis restart too), unless a room changed more than
+//! once a microsecond for its whole life.
+//!
+//! The marks hash (`KEYS[5]`) holds the members whose leave was announced
+//! while Redis may still see them come back (a dead server's members, a
+//! leave Redis lost), and `''` when the room's vacating was: a restore
+//! announces only what was announced gone, so a Redis restart is silent.
+
+use std::time::Duration;
+
+/// A batch of joins and leaves of one room: `ARGV[1]` is `1` when the
+/// members are wanted, then 4 arguments per change: `j` or `l`, the
+/// connection, the member id and JSON (empty for a leave). Returns per
+/// change the member that joined or left (or ''), the edge flag and
+/// whether Redis knew the connection (a leave of a connection it did not
+/// know, which this server had joined, was lost with Redis's data), then
+/// the members. A join clears the room's announced-gone marks (`KEYS[5]`)
+/// of what it announces itself.
+pub(super) const BATCH: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local out = {}
+local changed = false
+for i = 2, #ARGV, 4 do
+  local conn = ARGV[i + 1]
+  local member, edge, known = '', 0, 1
+  if ARGV[i] == 'j' then
+    if redis.call('HEXISTS', KEYS[3], conn) == 0 then
+      local id = ARGV[i + 2]
+      if redis.call('HLEN', KEYS[2]) == 0 then
+        edge = 1
+        redis.call('HDEL', KEYS[5], '')
+      end
+      redis.call('HSET', KEYS[3], conn, id)
+      redis.call('SADD', KEYS[4], conn)
+      if redis.call('HINCRBY', KEYS[2], id, 1) == 1 then
+        redis.call('HSET', KEYS[1], id, ARGV[i + 3])
+        redis.call('HDEL', KEYS[5], id)
+        member = ARGV[i + 3]
+        changed = true
+      end
+    end
+  else
+    local id = redis.call('HGET', KEYS[3], conn)
+    if id then
+      redis.call('HDEL', KEYS[3], conn)
+      redis.call('SREM', KEYS[4], conn)
+      if redis.call('HINCRBY', KEYS[2], id, -1) <= 0 then
+        redis.call('HDEL', KEYS[2], id)
+        member = redis.call('HGET', KEYS[1], id) or ''
+        redis.call('HDEL', KEYS[1], id)
+        changed = true
+        if member ~= '' and redis.call('HLEN', KEYS[2]) == 0 then edge = 1 end
+      end
+    else
+      known = 0
+    end
+  end
+  table.insert(out, member)
+  table.insert(out, edge)
+  table.insert(out, known)
+end
+if changed then bump() end
+if ARGV[1] == '1' then table.insert(out, redis.call('HVALS', KEYS[1])) end
+return out
+";
+
+/// Puts back connections of this server that Redis lost (3 arguments
+/// each: connection, member id, member JSON). Clients never saw those
+/// members leave, so a restored member is announced only when a leave of
+/// it was announced (its mark in `KEYS[5]`: the sweep took this server for
+/// dead, or a leave during the outage looked final); the same for the
+/// room's occupation (mark ''). Returns `{occupied, announced members}`.
+pub(super) const RESTORE: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local changed = false
+local was_empty = redis.call('HLEN', KEYS[2]) == 0
+local out = {}
+for i = 1, #ARGV, 3 do
+  local conn, id = ARGV[i], ARGV[i + 1]
+  if redis.call('HSETNX', KEYS[3], conn, id) == 1 then
+    redis.call('SADD', KEYS[4], conn)
+    if redis.call('HINCRBY', KEYS[2], id, 1) == 1 then
+      redis.call('HSET', KEYS[1], id, ARGV[i + 2])
+      changed = true
+      if redis.call('HDEL', KEYS[5], id) == 1 then table.insert(out, ARGV[i + 2]) end
+    end
+  end
+end
+if changed then bump() end
+local occupied = 0
+if was_empty and redis.call('HLEN', KEYS[2]) > 0 and redis.call('HDEL', KEYS[5], '') == 1 then
+  occupied = 1
+end
+return {occupied, out}
+";
+
+/// A leave Redis could not see (the connection was lost with its data):
+/// announced once in the cluster, and only if the member has no connection
+/// left anywhere. Marks what it announces (`KEYS[5]`) so a later restore
+/// of the member announces it again. `ARGV[1]` is the member id,
+/// `ARGV[2]` the marks' lifetime. Returns `{announce, vacated}`.
+pub(super) const LOST: &str = r"
+local id = ARGV[1]
+if redis.call('HEXISTS', KEYS[2], id) == 1 or redis.call('HEXISTS', KEYS[5], id) == 1 then
+  return {0, 0}
+end
+redis.call('HSET', KEYS[5], id, 1)
+local vacated = 0
+if redis.call('HLEN', KEYS[2]) == 0 and redis.call('HSETNX', KEYS[5], '', 1) == 1 then
+  vacated = 1
+end
+redis.call('PEXPIRE', KEYS[5], ARGV[2])
+return {1, vacated}
+";
+
+/// Removes the connections of a dead server from one room; marks the
+/// members it announces as gone (`KEYS[5]`, lifetime `ARGV[1]`), so the
+/// server's restore, should it come back, announces them again.
+pub(super) const CLEANUP: &str = r"
+-- A new version of the member hash; gone with its last member.
+local function bump()
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[6])
+  elseif redis.call('INCR', KEYS[6]) == 1 then
+    local t = redis.call('TIME')
+    redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
+  end
+end
+local left = {}
+for _, conn in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+  local id = redis.call('HGET', KEYS[3], conn)
+  if id then
+    redis.call('HDEL', KEYS[3], conn)
+    if redis.call('HINCRBY', KEYS[2], id, -1) <= 0 then
+      redis.call('HDEL', KEYS[2], id)
+      local m = redis.call('HGET', KEYS[1], id)
+      redis.call('HDEL', KEYS[1], id)
+      if m then
+        table.insert(left, m)
+        redis.call('HSET', KEYS[5], id, 1)
+      end
+    end
+  end
+end
+redis.call('DEL', KEYS[4])
+if #left > 0 then bump() end
+local vacated = 0
+if #left > 0 and redis.call('HLEN', KEYS[2]) == 0 then
+  vacated = 1
+  redis.call('HSET', KEYS[5], '', 1)
+end
+if #left > 0 then redis.call('PEXPIRE', KEYS[5], ARGV[1]) end
+return {vacated, left}
+";
+
+/// How long a room keeps the marks of members announced as gone by a
+/// sweep or a lost leave: a server that comes back later than this
+/// restores its members without announcing them.
+pub(super) const GONE_TTL: Duration = Duration::from_secs(24 * 3600);
