@@ -142,6 +142,7 @@ async fn baseline_io(
     url: &str,
     prefix: &str,
     variant: Variant,
+    buffers: Buffers,
 ) -> Result<(
     socketioxide::layer::SocketIoLayer<BaselineAdapter>,
     SocketIo<BaselineAdapter>,
@@ -154,7 +155,10 @@ async fn baseline_io(
     if variant == Variant::Baseline {
         builder = builder.max_buffer_size(DEFAULT_SOCKET_BUFFER);
     }
-    Ok(builder.with_adapter::<BaselineAdapter>(ctr).build_layer())
+    Ok(buffers
+        .apply(builder)
+        .with_adapter::<BaselineAdapter>(ctr)
+        .build_layer())
 }
 
 /// Lines from the parent; `None` at end of input (parent gone or done).
@@ -182,15 +186,58 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T]`
+/// Buffer sizes a server is told to use instead of its variant's own
+/// (`broadcast-e2e conns` explores them); `None` keeps the variant's.
+#[derive(Clone, Copy, Default)]
+pub struct Buffers {
+    /// Packets queued per socket (socketioxide's `max_buffer_size`).
+    pub socket: Option<usize>,
+    /// Bytes of each websocket's read buffer (`ws_read_buffer_size`).
+    pub ws_read: Option<usize>,
+}
+
+impl Buffers {
+    fn from_flags(f: &Flags) -> Result<Buffers> {
+        Ok(Buffers {
+            socket: f.opt("socket-buffer").map(str::parse).transpose()?,
+            ws_read: f.opt("ws-read-buffer").map(str::parse).transpose()?,
+        })
+    }
+
+    fn apply<A: Adapter>(
+        self,
+        mut b: socketioxide::SocketIoBuilder<A>,
+    ) -> socketioxide::SocketIoBuilder<A> {
+        if let Some(n) = self.socket {
+            b = b.max_buffer_size(n);
+        }
+        if let Some(n) = self.ws_read {
+            b = b.ws_read_buffer_size(n);
+        }
+        b
+    }
+}
+
+/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T] [--socket-buffer N] [--ws-read-buffer N]`
 pub fn server_main(argv: &[String]) -> Result<()> {
-    let f = Flags::parse(argv, &["variant", "redis", "prefix", "threads"])?;
+    let f = Flags::parse(
+        argv,
+        &[
+            "variant",
+            "redis",
+            "prefix",
+            "threads",
+            "socket-buffer",
+            "ws-read-buffer",
+        ],
+    )?;
     let variant: Variant = f.req("variant")?.parse()?;
     let url = f.req("redis")?.to_owned();
     let prefix = f.req("prefix")?.to_owned();
+    let buffers = Buffers::from_flags(&f)?;
     init_tracing();
     let rt = runtime(f.get("threads", 0usize)?)?;
-    let result = rt.block_on(serve(variant, &url, &prefix));
+    let result = rt.block_on(serve(variant, &url, &prefix, buffers));
     // Exit without waiting for the blocking stdin reader thread.
     std::process::exit(match result {
         Ok(()) => 0,
@@ -201,7 +248,7 @@ pub fn server_main(argv: &[String]) -> Result<()> {
     })
 }
 
-async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
+async fn serve(variant: Variant, url: &str, prefix: &str, buffers: Buffers) -> Result<()> {
     use axum::serve::ListenerExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -214,7 +261,9 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
     let variant = variant.servers();
     let stats: Box<dyn Fn() -> String + Send> = match variant {
         Variant::Framework => {
-            let config = RedisConfig::from_url(url)?.prefix(prefix.to_owned());
+            let config = RedisConfig::from_url(url)?
+                .prefix(prefix.to_owned())
+                .socketio(move |b| buffers.apply(b));
             let parts = broadcast_core::redis::server(config).await?;
             parts
                 .io
@@ -229,7 +278,7 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
             Box::new(move || serde_json::to_string(&connection.stats()).unwrap_or_default())
         }
         _ => {
-            let (layer, io) = baseline_io(url, prefix, variant).await?;
+            let (layer, io) = baseline_io(url, prefix, variant, buffers).await?;
             io.ns(
                 "/",
                 (async |_: SocketRef<BaselineAdapter>| {}).with(join_from_auth),
@@ -283,8 +332,17 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
     let f = Flags::parse(
         argv,
         &[
-            "variant", "redis", "prefix", "rooms", "events", "pad", "rate", "inflight", "threads",
+            "variant",
+            "redis",
+            "prefix",
+            "rooms",
+            "events",
+            "pad",
+            "rate",
+            "inflight",
+            "threads",
             "room-key",
+            "seq-offset",
         ],
     )?;
     let variant: Variant = f.req("variant")?.parse()?;
@@ -297,6 +355,7 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
         rate: f.get("rate", 0f64)?,
         inflight: f.get("inflight", 1usize)?.max(1),
         key: room_key(f.opt("room-key").unwrap_or(PLAIN_ROOMS))?,
+        seq_offset: f.get("seq-offset", 0u32)?,
     };
     if plan.rooms == 0 {
         bail!("--rooms must be at least 1");
@@ -321,6 +380,8 @@ struct Plan {
     rate: f64,
     inflight: usize,
     key: &'static str,
+    /// The first seq sent (a second worker of one run continues the first's).
+    seq_offset: u32,
 }
 
 async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<()> {
@@ -335,7 +396,7 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
             // The hand-written worker: a socketioxide server on the Redis
             // adapter with no clients; `io.to(room).emit(..)` publishes the
             // request and delivers to its (zero) local sockets.
-            let (_layer, io) = baseline_io(url, prefix, variant).await?;
+            let (_layer, io) = baseline_io(url, prefix, variant, Buffers::default()).await?;
             io.ns("/", async |_: SocketRef<BaselineAdapter>| {}).await?;
             Sender::Baseline(io)
         }
@@ -366,7 +427,7 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
                 let tick = Tick {
                     key: plan.key,
                     room: (k % u64::from(plan.rooms)) as u32,
-                    seq: (k / u64::from(plan.rooms)) as u32,
+                    seq: plan.seq_offset + (k / u64::from(plan.rooms)) as u32,
                     ts: now_us(),
                     pad,
                 };
