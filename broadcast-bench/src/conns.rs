@@ -42,8 +42,11 @@ USAGE:
     broadcast-e2e conns [OPTIONS]
 
 OPTIONS:
-    --variant V          comma-separated: framework | baseline | baseline-defaults | node
-                                                               [framework,baseline-defaults,node]
+    --variant V          comma-separated: framework | framework-before | baseline |
+                         baseline-defaults | node    [framework,baseline-defaults,node]
+                         framework-before: the framework's server as it was before its
+                         connection defaults (4 KiB websocket read buffer, the request
+                         head not copied out of hyper's buffer)
     --clients N          comma-separated connection counts              [10000]
     --rooms R            client i joins room i % R                      [10]
     --events E           burst: events per room after the single round  [200]
@@ -106,6 +109,9 @@ struct Options {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Rust(Variant),
+    /// The framework's server with the defaults it had before this bench:
+    /// a 4 KiB websocket read buffer and no `CompactRequestLayer`.
+    FrameworkBefore,
     Node,
 }
 
@@ -113,7 +119,16 @@ impl Side {
     fn name(self) -> &'static str {
         match self {
             Side::Rust(v) => v.as_str(),
+            Side::FrameworkBefore => "framework-before",
             Side::Node => "node",
+        }
+    }
+
+    fn variant(self) -> Option<Variant> {
+        match self {
+            Side::Rust(v) => Some(v),
+            Side::FrameworkBefore => Some(Variant::Framework),
+            Side::Node => None,
         }
     }
 }
@@ -146,6 +161,7 @@ pub fn main(argv: &[String]) -> Result<()> {
         .split(',')
         .map(|v| match v.trim() {
             "node" => Ok(Side::Node),
+            "framework-before" => Ok(Side::FrameworkBefore),
             other => other.parse().map(Side::Rust),
         })
         .collect::<std::result::Result<_, _>>()?;
@@ -194,7 +210,7 @@ async fn run_all(o: &Options, sides: &[Side], counts: &[usize], runs: usize) -> 
     } else {
         None
     };
-    let redis = if sides.iter().any(|s| matches!(s, Side::Rust(_))) {
+    let redis = if sides.iter().any(|s| s.variant().is_some()) {
         Some(crate::orchestrate::start_redis().await?)
     } else {
         None
@@ -230,9 +246,18 @@ async fn node_modules() -> Result<PathBuf> {
         return Ok(dir);
     }
     std::fs::create_dir_all(&dir)?;
-    eprintln!("broadcast-e2e conns: npm install socket.io@4 into {}", dir.display());
+    eprintln!(
+        "broadcast-e2e conns: npm install socket.io@4 into {}",
+        dir.display()
+    );
     let status = tokio::process::Command::new("npm")
-        .args(["install", "--no-save", "--no-audit", "--no-fund", "--prefix"])
+        .args([
+            "install",
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+        ])
         .arg(&dir)
         .arg("socket.io@4")
         .stdout(std::process::Stdio::null())
@@ -273,8 +298,8 @@ async fn run_once(
     exe: &Path,
     node_dir: Option<&Path>,
 ) -> Result<ConnsResult> {
-    let mut server = match side {
-        Side::Rust(v) => {
+    let mut server = match side.variant() {
+        Some(v) => {
             let mut args: Vec<String> = vec![
                 "server".into(),
                 "--variant".into(),
@@ -292,6 +317,11 @@ async fn run_once(
             if let Some(s) = &o.ws_read_buffer {
                 args.extend(["--ws-read-buffer".into(), s.clone()]);
             }
+            if side == Side::FrameworkBefore {
+                for a in ["--ws-read-buffer", "4096", "--raw-layer", "true"] {
+                    args.push(a.into());
+                }
+            }
             // A profiler in front of the server (heaptrack, valgrind):
             // the memory figures are then the wrapper's, not the server's.
             match std::env::var_os("BROADCAST_BENCH_SERVER_WRAPPER") {
@@ -302,7 +332,7 @@ async fn run_once(
                 None => Proc::spawn("server".into(), exe, &args)?,
             }
         }
-        Side::Node => {
+        None => {
             let Some(dir) = node_dir else {
                 bail!("socket.io for Node is not installed");
             };
@@ -310,10 +340,7 @@ async fn run_once(
             Proc::spawn(
                 "node".into(),
                 Path::new("node"),
-                &[
-                    script.display().to_string(),
-                    dir.display().to_string(),
-                ],
+                &[script.display().to_string(), dir.display().to_string()],
             )?
         }
     };
@@ -323,35 +350,39 @@ async fn run_once(
     let rss_before = rss_kb(server.pid)?;
 
     let started = Instant::now();
+    let live = Arc::new(Live::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
     let rooms_of = |i: usize| vec![(i as u64 % u64::from(o.rooms)) as u32];
+    // Each client starts reading (and answering pings) as soon as it is
+    // joined: with all of them waiting for the last connect, the first
+    // ones missed their pings when connecting took longer than the ping
+    // timeout, and the server closed them.
     let conns = futures_util::stream::iter(0..n)
         .map(|i| {
             let rooms = rooms_of(i);
             let from = source_of(i, o.per_address);
+            let (live, stop_rx) = (live.clone(), stop_rx.clone());
             async move {
-                client::connect(addr, Some(from), roles::PLAIN_ROOMS, &rooms)
-                    .await
-                    .map(|ws| (ws, rooms))
+                let ws = client::connect(addr, Some(from), roles::PLAIN_ROOMS, &rooms).await?;
+                Ok::<_, crate::Error>(tokio::spawn(client::receive(
+                    ws,
+                    rooms,
+                    1 + o.events,
+                    live,
+                    stop_rx,
+                )))
             }
         })
         .buffer_unordered(o.concurrency)
         .collect::<Vec<_>>()
         .await;
     let connect_s = started.elapsed().as_secs_f64();
-    let live = Arc::new(Live::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(n);
     let mut connect_errors = 0;
     let mut first_error = None;
     for c in conns {
         match c {
-            Ok((ws, rooms)) => tasks.push(tokio::spawn(client::receive(
-                ws,
-                rooms,
-                1 + o.events,
-                live.clone(),
-                stop_rx.clone(),
-            ))),
+            Ok(task) => tasks.push(task),
             Err(e) => {
                 connect_errors += 1;
                 first_error.get_or_insert(e.to_string());
@@ -472,8 +503,8 @@ async fn broadcast(
     prefix: &str,
     exe: &Path,
 ) -> Result<(Option<Proc>, u64)> {
-    match side {
-        Side::Node => {
+    match side.variant() {
+        None => {
             let go = now_us();
             server
                 .tell(&format!("EMIT {offset} {events} {} {}", o.rooms, o.pad))
@@ -481,7 +512,7 @@ async fn broadcast(
             server.expect("DONE", Duration::from_secs(120)).await?;
             Ok((None, go))
         }
-        Side::Rust(v) => {
+        Some(v) => {
             let args: Vec<String> = [
                 "worker",
                 "--variant",

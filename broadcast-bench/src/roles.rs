@@ -218,7 +218,7 @@ impl Buffers {
     }
 }
 
-/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T] [--socket-buffer N] [--ws-read-buffer N]`
+/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T] [--socket-buffer N] [--ws-read-buffer N] [--raw-layer true]`
 pub fn server_main(argv: &[String]) -> Result<()> {
     let f = Flags::parse(
         argv,
@@ -229,15 +229,17 @@ pub fn server_main(argv: &[String]) -> Result<()> {
             "threads",
             "socket-buffer",
             "ws-read-buffer",
+            "raw-layer",
         ],
     )?;
     let variant: Variant = f.req("variant")?.parse()?;
     let url = f.req("redis")?.to_owned();
     let prefix = f.req("prefix")?.to_owned();
     let buffers = Buffers::from_flags(&f)?;
+    let raw_layer = f.get("raw-layer", false)?;
     init_tracing();
     let rt = runtime(f.get("threads", 0usize)?)?;
-    let result = rt.block_on(serve(variant, &url, &prefix, buffers));
+    let result = rt.block_on(serve(variant, &url, &prefix, buffers, raw_layer));
     // Exit without waiting for the blocking stdin reader thread.
     std::process::exit(match result {
         Ok(()) => 0,
@@ -248,7 +250,15 @@ pub fn server_main(argv: &[String]) -> Result<()> {
     })
 }
 
-async fn serve(variant: Variant, url: &str, prefix: &str, buffers: Buffers) -> Result<()> {
+/// `raw_layer`: the framework's server without its `CompactRequestLayer`
+/// (socketioxide's layer alone), as it was before it had one.
+async fn serve(
+    variant: Variant,
+    url: &str,
+    prefix: &str,
+    buffers: Buffers,
+    raw_layer: bool,
+) -> Result<()> {
     use axum::serve::ListenerExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -272,7 +282,11 @@ async fn serve(variant: Variant, url: &str, prefix: &str, buffers: Buffers) -> R
                     (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
                 )
                 .await?;
-            let router = axum::Router::new().layer(parts.layer);
+            let router = if raw_layer {
+                axum::Router::new().layer(parts.layer.into_inner())
+            } else {
+                axum::Router::new().layer(parts.layer)
+            };
             tokio::spawn(async move { axum::serve(listener, router).await });
             let connection = parts.connection;
             Box::new(move || serde_json::to_string(&connection.stats()).unwrap_or_default())

@@ -82,8 +82,8 @@ impl<S, L: Layer<S>> Layer<S> for CompactRequestLayer<L> {
 /// use tower_layer::Layer;
 ///
 /// let (layer, _io) = socketioxide::SocketIo::new_layer();
-/// let fallback = axum::routing::Route::new(axum::routing::get(|| async {}));
-/// let _svc: CompactRequest<_> = CompactRequestLayer::new(layer).layer(fallback);
+/// // What is not Socket.IO goes on to the wrapped service (here a router).
+/// let _svc: CompactRequest<_> = CompactRequestLayer::new(layer).layer(axum::Router::<()>::new());
 /// ```
 #[derive(Debug, Clone)]
 pub struct CompactRequest<S> {
@@ -118,8 +118,7 @@ fn compact<B>(req: Request<B>) -> Request<B> {
     }
     let mut headers = HeaderMap::with_capacity(parts.headers.len());
     for (name, value) in &parts.headers {
-        let mut owned =
-            HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        let mut owned = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
         owned.set_sensitive(value.is_sensitive());
         headers.append(name.clone(), owned);
     }
