@@ -11,6 +11,7 @@ broadcast-e2e: end-to-end Socket.IO broadcast benchmark (framework vs plain sock
 
 USAGE:
     broadcast-e2e [run] [OPTIONS]
+    broadcast-e2e conns [OPTIONS]   memory per connection on one server (conns --help)
 
 Prints ONE JSON line on stdout (progress goes to stderr). With one variant
 and --runs 1 it is the run's flat result; otherwise a summary with medians,

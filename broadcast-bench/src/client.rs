@@ -15,12 +15,12 @@
 //! the websocket (with its 4 KiB read buffer), the Engine.IO open packet, the
 //! CONNECT packet and the parsing of its reply.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use broadcast_test_support::sio_client::{
-    CONNECT_TIMEOUT, PacketKind, Ws, encode_simple, open_websocket, parse_packet,
+    CONNECT_TIMEOUT, PacketKind, Ws, encode_simple, open_websocket_from, parse_packet,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
@@ -59,10 +59,16 @@ pub struct Tally {
 /// Opens a websocket to `addr`, completes the Engine.IO handshake and
 /// connects namespace `/` with `{"rooms": [...]}` as auth. The server joins
 /// the rooms before acknowledging, so the client is in them on return.
-pub async fn connect(addr: SocketAddr, key: &str, rooms: &[u32]) -> Result<Ws> {
+/// `from` is the local address (`None`: the system's choice).
+pub async fn connect(
+    addr: SocketAddr,
+    from: Option<IpAddr>,
+    key: &str,
+    rooms: &[u32],
+) -> Result<Ws> {
     let names: Vec<String> = rooms.iter().map(|r| room_name(key, *r)).collect();
     let auth = serde_json::json!({ "rooms": names });
-    let (mut ws, _sid, _heartbeat) = open_websocket(addr).await?;
+    let (mut ws, _sid, _heartbeat) = open_websocket_from(addr, from).await?;
     let handshake = async {
         let connect = encode_simple(PacketKind::Connect, "/", Some(&auth))?;
         ws.send(Message::text(connect)).await?;

@@ -13,6 +13,7 @@
 
 mod args;
 mod client;
+mod conns;
 mod orchestrate;
 mod procs;
 mod redis;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("run") => orchestrate::main(&argv[1..]),
+        Some("conns") => conns::main(&argv[1..]),
         _ => orchestrate::main(&argv),
     };
     match result {

@@ -283,7 +283,7 @@ async fn run_all(
 /// A private `redis-server` for this invocation. It dies with the bench
 /// even when the bench is SIGKILLed: it is spawned from the bench's only
 /// runtime thread, which lives as long as the process.
-async fn start_redis() -> Result<RedisServer> {
+pub(crate) async fn start_redis() -> Result<RedisServer> {
     const MISSING: &str = "redis-server is not on PATH: install it (apt-get install redis-server) or pass --redis-url";
     // Checked first: the launcher's own policy is a test's (skip outside CI).
     if env::find_on_path("redis-server").is_none() {
@@ -361,7 +361,7 @@ async fn run_once(
             let rooms = sc.rooms_of(i);
             let key = sc.room_key;
             async move {
-                client::connect(addr, key, &rooms)
+                client::connect(addr, None, key, &rooms)
                     .await
                     .map(|ws| (ws, rooms))
             }

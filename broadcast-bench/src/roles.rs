@@ -178,6 +178,7 @@ async fn baseline_io(
     url: &str,
     prefix: &str,
     variant: Variant,
+    buffers: Buffers,
 ) -> Result<(
     socketioxide::layer::SocketIoLayer<BaselineAdapter>,
     SocketIo<BaselineAdapter>,
@@ -190,7 +191,10 @@ async fn baseline_io(
     if variant == Variant::Baseline {
         builder = builder.max_buffer_size(DEFAULT_SOCKET_BUFFER);
     }
-    Ok(builder.with_adapter::<BaselineAdapter>(ctr).build_layer())
+    Ok(buffers
+        .apply(builder)
+        .with_adapter::<BaselineAdapter>(ctr)
+        .build_layer())
 }
 
 /// Lines from the parent; `None` at end of input (parent gone or done).
@@ -218,15 +222,60 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T]`
+/// Buffer sizes a server is told to use instead of its variant's own
+/// (`broadcast-e2e conns` explores them); `None` keeps the variant's.
+#[derive(Clone, Copy, Default)]
+pub struct Buffers {
+    /// Packets queued per socket (socketioxide's `max_buffer_size`).
+    pub socket: Option<usize>,
+    /// Bytes of each websocket's read buffer (`ws_read_buffer_size`).
+    pub ws_read: Option<usize>,
+}
+
+impl Buffers {
+    fn from_flags(f: &Flags) -> Result<Buffers> {
+        Ok(Buffers {
+            socket: f.opt("socket-buffer").map(str::parse).transpose()?,
+            ws_read: f.opt("ws-read-buffer").map(str::parse).transpose()?,
+        })
+    }
+
+    fn apply<A: Adapter>(
+        self,
+        mut b: socketioxide::SocketIoBuilder<A>,
+    ) -> socketioxide::SocketIoBuilder<A> {
+        if let Some(n) = self.socket {
+            b = b.max_buffer_size(n);
+        }
+        if let Some(n) = self.ws_read {
+            b = b.ws_read_buffer_size(n);
+        }
+        b
+    }
+}
+
+/// `broadcast-e2e server --variant V --redis URL --prefix P [--threads T] [--socket-buffer N] [--ws-read-buffer N] [--raw-layer true]`
 pub fn server_main(argv: &[String]) -> Result<()> {
-    let f = Flags::parse(argv, &["variant", "redis", "prefix", "threads"])?;
+    let f = Flags::parse(
+        argv,
+        &[
+            "variant",
+            "redis",
+            "prefix",
+            "threads",
+            "socket-buffer",
+            "ws-read-buffer",
+            "raw-layer",
+        ],
+    )?;
     let variant: Variant = f.req("variant")?.parse()?;
     let url = f.req("redis")?.to_owned();
     let prefix = f.req("prefix")?.to_owned();
+    let buffers = Buffers::from_flags(&f)?;
+    let raw_layer = f.get("raw-layer", false)?;
     init_tracing();
     let rt = runtime(f.get("threads", 0usize)?)?;
-    let result = rt.block_on(serve(variant, &url, &prefix));
+    let result = rt.block_on(serve(variant, &url, &prefix, buffers, raw_layer));
     // Exit without waiting for the blocking stdin reader thread.
     std::process::exit(match result {
         Ok(()) => 0,
@@ -237,7 +286,15 @@ pub fn server_main(argv: &[String]) -> Result<()> {
     })
 }
 
-async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
+/// `raw_layer`: the framework's server without its `CompactRequestLayer`
+/// (socketioxide's layer alone), as it was before it had one.
+async fn serve(
+    variant: Variant,
+    url: &str,
+    prefix: &str,
+    buffers: Buffers,
+    raw_layer: bool,
+) -> Result<()> {
     use axum::serve::ListenerExt;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -252,7 +309,8 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
         Variant::Framework => {
             let config = RedisConfig::from_url(url)?
                 .prefix(prefix.to_owned())
-                .room_channels(room_channels());
+                .room_channels(room_channels())
+                .socketio(move |b| buffers.apply(b));
             let parts = broadcast_core::redis::server(config).await?;
             // The framework's way in: rooms joined at connect by the
             // handshake, which first subscribes to their room channels.
@@ -260,13 +318,17 @@ async fn serve(variant: Variant, url: &str, prefix: &str) -> Result<()> {
                 .authenticate(join_at_connect)
                 .build()?;
             rooms.attach(&parts.io).await?;
-            let router = axum::Router::new().layer(parts.layer);
+            let router = if raw_layer {
+                axum::Router::new().layer(parts.layer.into_inner())
+            } else {
+                axum::Router::new().layer(parts.layer)
+            };
             tokio::spawn(async move { axum::serve(listener, router).await });
             let connection = parts.connection;
             Box::new(move || serde_json::to_string(&connection.stats()).unwrap_or_default())
         }
         _ => {
-            let (layer, io) = baseline_io(url, prefix, variant).await?;
+            let (layer, io) = baseline_io(url, prefix, variant, buffers).await?;
             io.ns(
                 "/",
                 (async |_: SocketRef<BaselineAdapter>| {}).with(join_from_auth),
@@ -320,8 +382,17 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
     let f = Flags::parse(
         argv,
         &[
-            "variant", "redis", "prefix", "rooms", "events", "pad", "rate", "inflight", "threads",
+            "variant",
+            "redis",
+            "prefix",
+            "rooms",
+            "events",
+            "pad",
+            "rate",
+            "inflight",
+            "threads",
             "room-key",
+            "seq-offset",
         ],
     )?;
     let variant: Variant = f.req("variant")?.parse()?;
@@ -334,6 +405,7 @@ pub fn worker_main(argv: &[String]) -> Result<()> {
         rate: f.get("rate", 0f64)?,
         inflight: f.get("inflight", 1usize)?.max(1),
         key: room_key(f.opt("room-key").unwrap_or(PLAIN_ROOMS))?,
+        seq_offset: f.get("seq-offset", 0u32)?,
     };
     if plan.rooms == 0 {
         bail!("--rooms must be at least 1");
@@ -358,6 +430,8 @@ struct Plan {
     rate: f64,
     inflight: usize,
     key: &'static str,
+    /// The first seq sent (a second worker of one run continues the first's).
+    seq_offset: u32,
 }
 
 async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<()> {
@@ -374,7 +448,7 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
             // The hand-written worker: a socketioxide server on the Redis
             // adapter with no clients; `io.to(room).emit(..)` publishes the
             // request and delivers to its (zero) local sockets.
-            let (_layer, io) = baseline_io(url, prefix, variant).await?;
+            let (_layer, io) = baseline_io(url, prefix, variant, Buffers::default()).await?;
             io.ns("/", async |_: SocketRef<BaselineAdapter>| {}).await?;
             Sender::Baseline(io)
         }
@@ -405,7 +479,7 @@ async fn work(variant: Variant, url: &str, prefix: &str, plan: Plan) -> Result<(
                 let tick = Tick {
                     key: plan.key,
                     room: (k % u64::from(plan.rooms)) as u32,
-                    seq: (k / u64::from(plan.rooms)) as u32,
+                    seq: plan.seq_offset + (k / u64::from(plan.rooms)) as u32,
                     ts: now_us(),
                     pad,
                 };

@@ -2,9 +2,14 @@
 
 use std::net::SocketAddr;
 
-use socketioxide::adapter::Adapter;
-use socketioxide::layer::SocketIoLayer;
+use std::convert::Infallible;
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use axum::routing::Route;
 use tokio::task::JoinHandle;
+use tower_layer::Layer;
+use tower_service::Service;
 
 /// A running server; stopped when dropped.
 pub struct TestServer {
@@ -14,8 +19,17 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Serves `layer` (plus an empty router) on `127.0.0.1:0`.
-    pub async fn serve<A: Adapter>(layer: SocketIoLayer<A>) -> std::io::Result<TestServer> {
+    /// Serves `layer` (plus an empty router) on `127.0.0.1:0`: a
+    /// socketioxide layer, or one wrapping it (the framework's
+    /// `CompactRequestLayer`).
+    pub async fn serve<L>(layer: L) -> std::io::Result<TestServer>
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: Service<Request> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+        <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+        <L::Service as Service<Request>>::Future: Send + 'static,
+    {
         Self::serve_router(axum::Router::new().layer(layer)).await
     }
 

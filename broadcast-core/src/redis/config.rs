@@ -80,6 +80,16 @@ pub const DEFAULT_ADAPTER_BUFFER: usize = 65_536;
 /// assert!(broadcast_core::redis::DEFAULT_SOCKET_BUFFER > 128);
 /// ```
 pub const DEFAULT_SOCKET_BUFFER: usize = 4096;
+/// Default size of each websocket's read buffer, in bytes (engineioxide's
+/// own default is 4096). The buffer is allocated and zero-filled for every
+/// connection, so it is resident memory per connection; what a server reads
+/// from its clients is small (pings, joins, acks), and a larger frame still
+/// arrives whole: the buffer grows for it.
+///
+/// ```
+/// assert!(broadcast_core::redis::DEFAULT_WS_READ_BUFFER < 4096);
+/// ```
+pub const DEFAULT_WS_READ_BUFFER: usize = 1024;
 
 /// How to reach Redis and how the connection behaves: servers (one URL, a
 /// cluster URL or a list of cluster nodes), the channel prefix, the command
@@ -136,6 +146,7 @@ pub struct RedisConfig {
     adapter_buffer: usize,
     adapter_buffer_bytes: usize,
     socket_buffer: usize,
+    ws_read_buffer: usize,
     max_payload_bytes: usize,
     socketio: SocketIoSettings,
     room_channels: bool,
@@ -176,6 +187,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("pubsub_buffer", &self.pubsub_buffer)
             .field("adapter_buffer", &self.adapter_buffer)
             .field("socket_buffer", &self.socket_buffer)
+            .field("ws_read_buffer", &self.ws_read_buffer)
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("socketio", &self.socketio)
             .field("room_channels", &self.room_channels)
@@ -529,6 +541,7 @@ impl RedisConfig {
             adapter_buffer: DEFAULT_ADAPTER_BUFFER,
             adapter_buffer_bytes: super::driver::DEFAULT_ADAPTER_BUFFER_BYTES,
             socket_buffer: DEFAULT_SOCKET_BUFFER,
+            ws_read_buffer: DEFAULT_WS_READ_BUFFER,
             max_payload_bytes: crate::broadcaster::DEFAULT_MAX_PAYLOAD_BYTES,
             socketio: SocketIoSettings::default(),
             room_channels: true,
@@ -721,6 +734,21 @@ impl RedisConfig {
         self
     }
 
+    /// Bytes of each websocket connection's read buffer (default
+    /// [`DEFAULT_WS_READ_BUFFER`], 1 KiB; engineioxide's own is 4 KiB). It
+    /// is memory per connection; raise it for clients that send large
+    /// messages often (fewer reads per message).
+    ///
+    /// ```
+    /// # use broadcast_core::redis::RedisConfig;
+    /// let c = RedisConfig::from_url("redis://127.0.0.1:7000")?.ws_read_buffer(4096);
+    /// # Ok::<(), broadcast_core::redis::RedisError>(())
+    /// ```
+    pub fn ws_read_buffer(mut self, bytes: usize) -> Self {
+        self.ws_read_buffer = bytes;
+        self
+    }
+
     /// Largest serialized payload the server's or worker's broadcaster
     /// accepts, in bytes (default 1 MiB).
     ///
@@ -736,7 +764,8 @@ impl RedisConfig {
 
     /// Socket.IO settings of your own (ping interval, request path, ...),
     /// applied by [`server`](super::server) to socketioxide's builder after
-    /// the framework's (the adapter and the socket buffer).
+    /// the framework's (the adapter, the socket buffer and the websocket
+    /// read buffer), so they override those.
     ///
     /// ```
     /// use std::time::Duration;
@@ -781,6 +810,10 @@ impl RedisConfig {
 
     pub(crate) fn socket_buffer_value(&self) -> usize {
         self.socket_buffer
+    }
+
+    pub(crate) fn ws_read_buffer_value(&self) -> usize {
+        self.ws_read_buffer
     }
 
     pub(crate) fn adapter_buffer_value(&self) -> usize {

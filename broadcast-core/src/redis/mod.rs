@@ -86,7 +86,7 @@ use tokio::sync::{broadcast, watch};
 use crate::broadcaster::Broadcaster;
 use crate::history::{Feed, HistoryRooms, HistoryTransport, Store};
 use crate::presence::Presence;
-use crate::transport::Transport;
+use crate::transport::{CompactRequestLayer, Transport};
 pub use history::HISTORY_SHARDS;
 use history::RedisStore;
 
@@ -104,8 +104,8 @@ mod stats;
 
 pub use config::{
     DEFAULT_ADAPTER_BUFFER, DEFAULT_COMMAND_TIMEOUT, DEFAULT_PREFIX, DEFAULT_PUBSUB_BUFFER,
-    DEFAULT_SOCKET_BUFFER, REDIS_CA_FILE_ENV, REDIS_CLIENT_CERT_ENV, REDIS_CLIENT_KEY_ENV,
-    REDIS_URL_ENV, RedisConfig,
+    DEFAULT_SOCKET_BUFFER, DEFAULT_WS_READ_BUFFER, REDIS_CA_FILE_ENV, REDIS_CLIENT_CERT_ENV,
+    REDIS_CLIENT_KEY_ENV, REDIS_URL_ENV, RedisConfig,
 };
 pub use driver::{DEFAULT_ADAPTER_BUFFER_BYTES, MeteredFredDriver};
 pub use error::{PublishError, RedisError};
@@ -130,8 +130,9 @@ pub type RedisAdapter = CustomRedisAdapter<socketioxide::adapter::Emitter, Meter
 /// What [`server`] builds.
 #[non_exhaustive]
 pub struct RedisSocketIo {
-    /// The tower layer to add to an axum router (or any tower stack).
-    pub layer: SocketIoLayer<RedisAdapter>,
+    /// The tower layer to add to an axum router (or any tower stack):
+    /// socketioxide's, behind a [`CompactRequestLayer`] (see there why).
+    pub layer: CompactRequestLayer<SocketIoLayer<RedisAdapter>>,
     /// The socketioxide handle: declare namespaces with
     /// `io.ns(path, handler).await?`.
     pub io: SocketIo<RedisAdapter>,
@@ -205,8 +206,10 @@ pub async fn server(config: RedisConfig) -> Result<RedisSocketIo, RedisError> {
     let ctr = RedisAdapterCtr::new_with_driver(driver.clone(), adapter_config);
     let builder = SocketIo::builder()
         .max_buffer_size(config.socket_buffer_value())
+        .ws_read_buffer_size(config.ws_read_buffer_value())
         .with_adapter::<RedisAdapter>(ctr);
     let (layer, io) = config.configure_socketio(builder).build_layer();
+    let layer = CompactRequestLayer::new(layer);
     let transport = RedisServerTransport::new(io.clone(), &driver, &config);
     let remote = transport.remote_only();
     if config.uses_room_channels() {

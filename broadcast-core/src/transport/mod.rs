@@ -12,8 +12,10 @@ use crate::error::TransportError;
 use crate::target::{NamespaceTargets, Targets};
 pub use crate::util::BoxFuture;
 
+mod compact;
 mod dedup;
 mod socketio;
+pub use compact::{CompactRequest, CompactRequestLayer};
 pub use dedup::RecentIds;
 pub use socketio::SocketIoTransport;
 pub(crate) use socketio::classify;

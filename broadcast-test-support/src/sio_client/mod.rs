@@ -470,6 +470,25 @@ impl SioClient {
 /// Engine.IO open packet, within [`CONNECT_TIMEOUT`]; returns the socket, the
 /// engine sid and the heartbeat deadline. No namespace is connected yet.
 pub async fn open_websocket(addr: SocketAddr) -> Result<(Ws, String, Duration), ClientError> {
+    open_websocket_from(addr, None).await
+}
+
+/// [`open_websocket`] from the local address `from` (port chosen by the
+/// system). One source address has about 28,000 ephemeral ports towards one
+/// server address; a benchmark holding more connections spreads them over
+/// several loopback addresses (`127.0.0.2`, `127.0.0.3`, ...).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), broadcast_test_support::sio_client::ClientError> {
+/// use broadcast_test_support::sio_client::open_websocket_from;
+/// let server = "127.0.0.1:3000".parse().unwrap();
+/// let (_ws, _sid, _heartbeat) = open_websocket_from(server, Some([127, 0, 0, 2].into())).await?;
+/// # Ok(()) }
+/// ```
+pub async fn open_websocket_from(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+) -> Result<(Ws, String, Duration), ClientError> {
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
     // tungstenite zero-fills its whole read buffer before every read, also
     // the read that finds nothing: with its 128 KiB default that was ~40% of
@@ -477,8 +496,33 @@ pub async fn open_websocket(addr: SocketAddr) -> Result<(Ws, String, Duration), 
     // rates. 4 KiB is engineioxide's server default.
     let config = WebSocketConfig::default().read_buffer_size(4096);
     let open = async {
-        let (mut ws, _resp) =
-            tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        let mut ws = match from {
+            None => {
+                tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+                    .await?
+                    .0
+            }
+            Some(ip) => {
+                let socket = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()
+                } else {
+                    tokio::net::TcpSocket::new_v6()
+                }
+                .map_err(tungstenite::Error::Io)?;
+                socket
+                    .bind(SocketAddr::new(ip, 0))
+                    .map_err(tungstenite::Error::Io)?;
+                let tcp = socket.connect(addr).await.map_err(tungstenite::Error::Io)?;
+                tcp.set_nodelay(true).map_err(tungstenite::Error::Io)?;
+                tokio_tungstenite::client_async_with_config(
+                    url,
+                    MaybeTlsStream::Plain(tcp),
+                    Some(config),
+                )
+                .await?
+                .0
+            }
+        };
         let (sid, heartbeat) = read_open(&mut ws).await?;
         Ok((ws, sid, heartbeat))
     };
