@@ -99,6 +99,7 @@ pub(crate) fn request_channel(prefix: &str, namespace: &str) -> String {
 
 /// One broadcast request, encoded exactly as a socketioxide-redis server
 /// encodes its own `sender.broadcast().to(rooms).except(..).emit(event, payload)`.
+#[cfg(test)]
 pub(crate) fn encode_request(
     node_id: Uid,
     group: &NamespaceTargets,
@@ -107,14 +108,35 @@ pub(crate) fn encode_request(
     event: &str,
     payload: &RawValue,
 ) -> Result<Vec<u8>, TransportError> {
+    let packet = encode_packet(&group.namespace, event, payload)?;
+    encode_with(node_id, &packet, &group.rooms, except_sockets, except_rooms)
+}
+
+/// The event packet of a request: encoded once per namespace, whatever the
+/// number of requests it goes into (its string is shared, not copied).
+fn encode_packet(
+    namespace: &str,
+    event: &str,
+    payload: &RawValue,
+) -> Result<Packet, TransportError> {
     // Servers decode with the common (JSON) parser; `&RawValue` goes into
     // it as its bytes, without a second JSON pass.
     let value = CommonParser
         .encode_value(payload, Some(event))
         .map_err(|e| TransportError::Encode(Box::new(e)))?;
-    let packet = Packet::event(Str::from(group.namespace.to_string()), value);
+    Ok(Packet::event(Str::from(namespace.to_owned()), value))
+}
+
+/// A request carrying `packet` to `rooms`, less the exclusions.
+fn encode_with(
+    node_id: Uid,
+    packet: &Packet,
+    rooms: &[Cow<'static, str>],
+    except_sockets: &[Sid],
+    except_rooms: &[Cow<'static, str>],
+) -> Result<Vec<u8>, TransportError> {
     let mut opts = BroadcastOptions::default();
-    opts.rooms.extend(group.rooms.iter().cloned());
+    opts.rooms.extend(rooms.iter().cloned());
     // As `SocketIoTransport` does: the first excluded socket is the sender
     // (excluded by id on whichever server holds it), every excluded socket
     // is also excluded through its id room.
@@ -125,7 +147,7 @@ pub(crate) fn encode_request(
     if opts.sid.is_some() || !opts.except.is_empty() {
         opts.add_flag(BroadcastFlags::Broadcast);
     }
-    let request = RequestOut::new(node_id, RequestTypeOut::Broadcast(&packet), &opts);
+    let request = RequestOut::new(node_id, RequestTypeOut::Broadcast(packet), &opts);
     rmp_serde::to_vec(&request).map_err(|e| TransportError::Encode(Box::new(e)))
 }
 
@@ -182,31 +204,26 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
         } else {
             Vec::new()
         };
+        let packet = encode_packet(&group.namespace, d.event, d.payload)?;
         if own.is_empty() {
-            let bytes = encode_request(
+            let bytes = encode_with(
                 self.node_id,
-                group,
+                &packet,
+                &group.rooms,
                 d.except_sockets,
                 d.except_rooms,
-                d.event,
-                d.payload,
             )?;
             return Ok(vec![(namespace_channel(), bytes)]);
         }
         let mut except: Vec<Cow<'static, str>> = d.except_rooms.to_vec();
         let mut out = Vec::with_capacity(own.len() + 1);
         for room in &own {
-            let one = NamespaceTargets {
-                namespace: group.namespace.clone(),
-                rooms: vec![(*room).clone()],
-            };
-            let bytes = encode_request(
+            let bytes = encode_with(
                 self.node_id,
-                &one,
+                &packet,
+                std::slice::from_ref(*room),
                 d.except_sockets,
                 &except,
-                d.event,
-                d.payload,
             )?;
             out.push((
                 super::rooms::room_channel(&self.prefix, &group.namespace, room),
@@ -221,18 +238,7 @@ impl<C: PubsubInterface + LuaInterface + Send + Sync> Publisher<C> {
             .cloned()
             .collect();
         if !rest.is_empty() {
-            let rest = NamespaceTargets {
-                namespace: group.namespace.clone(),
-                rooms: rest,
-            };
-            let bytes = encode_request(
-                self.node_id,
-                &rest,
-                d.except_sockets,
-                &except,
-                d.event,
-                d.payload,
-            )?;
+            let bytes = encode_with(self.node_id, &packet, &rest, d.except_sockets, &except)?;
             out.push((namespace_channel(), bytes));
         }
         Ok(out)
