@@ -139,6 +139,27 @@ async fn a_server_without_members_of_a_room_receives_nothing_for_it() -> Result<
     assert_eq!(seqs(&mut on_b).await, [102]);
     assert_eq!(seqs(&mut both).await, [102]);
 
+    // Exclusions travel with the room's request: a socket excluded by id,
+    // and the members of an excluded room, get nothing.
+    let both_sid = both.sid("/").unwrap();
+    worker
+        .broadcaster
+        .broadcast(news(&[1], 103))
+        .except_socket_id(&both_sid)
+        .await
+        .unwrap();
+    assert_eq!(seqs(&mut on_a).await, [103]);
+    assert_eq!(seqs(&mut both).await, Vec::<u64>::new());
+    worker
+        .broadcaster
+        .broadcast(news(&[1, 2], 104))
+        .except_rooms(["squad|2"])
+        .await
+        .unwrap();
+    assert_eq!(seqs(&mut on_a).await, [104]);
+    assert_eq!(seqs(&mut on_b).await, Vec::<u64>::new());
+    assert_eq!(seqs(&mut both).await, Vec::<u64>::new());
+
     // After a Redis restart the room channels are subscribed again.
     redis.restart().await?;
     let mut delivered = false;
