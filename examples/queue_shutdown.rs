@@ -14,6 +14,7 @@ use broadcast_core::{BroadcastEvent, Broadcaster};
 use serde::Serialize;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 
 /// One event of a burst, to room `burst`.
 #[derive(Serialize, BroadcastEvent)]
@@ -62,16 +63,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .queue_capacity(20_000)
     .build();
     let b = broadcaster.clone();
-    io.ns("/", async move |s: SocketRef| {
-        s.join("burst");
+    // In a connect middleware, which socketioxide awaits before it
+    // acknowledges the CONNECT: a handler registered in the (spawned)
+    // connect handler can miss a `burst` the client sends right away.
+    let setup = move |s: SocketRef| {
         let b = b.clone();
-        s.on(
-            "burst",
-            async move |Data(count): Data<u64>, ack: AckSender| {
-                on_burst(count, ack, b.clone()).await
-            },
-        );
-    });
+        async move {
+            s.join("burst");
+            s.on(
+                "burst",
+                async move |Data(count): Data<u64>, ack: AckSender| {
+                    on_burst(count, ack, b.clone()).await
+                },
+            );
+            Ok::<(), std::convert::Infallible>(())
+        }
+    };
+    io.ns("/", (async |_: SocketRef| {}).with(setup));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("ready");
     let app = axum::Router::new().layer(layer);
