@@ -469,3 +469,96 @@ async fn bad_members_and_bad_redis_data_are_errors_not_panics() {
     leave(&alice, 5).await;
     drop((noid, anon, alice, carol, sa));
 }
+
+/// How many `HVALS` (full reads of a member hash) Redis has run, scripts'
+/// included.
+async fn full_reads(redis: &RedisServer) -> u64 {
+    let info: String = redis.command(["INFO", "commandstats"]).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hvals:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A store that kept a large room's list reads only what changed since
+/// (the room's log), on both servers, through joins, leaves and join acks;
+/// when the log cannot serve (a writer that logs nothing, an entry that is
+/// not the scripts'), it reads the whole list again, never a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_lists_follow_a_large_room_through_its_log() {
+    let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
+        return;
+    };
+    let log: Log = Arc::default();
+    let (a, sa) = node(&redis.url(), 0, &log).await;
+    let (b, sb) = node(&redis.url(), 1, &log).await;
+    // 300 members written as the scripts write them (300 clients would
+    // only slow the test): the room keeps a log of 300 / 32 = 9 versions.
+    let base = "socket.io-presence:{/\u{1f}lobby|9}";
+    let mut truth: BTreeSet<String> = (0..300).map(|i| format!("u{i:03}")).collect();
+    let mut hset = vec!["HSET".to_owned(), format!("{base}:m")];
+    for id in &truth {
+        hset.extend([id.clone(), format!("{{\"id\":\"{id}\"}}")]);
+    }
+    let _: i64 = redis.command(hset).await.unwrap();
+
+    let users = ["alice", "bob", "carol", "dave"];
+    let mut clients = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        clients.push(client(if i % 2 == 0 { &sa } else { &sb }, user).await);
+    }
+    // alice's join creates the version; both stores keep a list of it.
+    assert_eq!(ids(&join(&clients[0], 9).await["members"]).len(), 301);
+    truth.insert("alice".into());
+    assert_eq!(members(&a, 9).await, truth);
+    assert_eq!(members(&b, 9).await, truth);
+
+    let reads = full_reads(&redis).await;
+    let mut inside = [true, false, false, false];
+    for round in 0..12 {
+        let i = 1 + round % 3;
+        if inside[i] {
+            leave(&clients[i], 9).await;
+            truth.remove(users[i]);
+        } else {
+            let ack = join(&clients[i], 9).await;
+            truth.insert(users[i].into());
+            assert_eq!(ids(&ack["members"]), truth, "round {round}: ack");
+        }
+        inside[i] = !inside[i];
+        assert_eq!(members(&a, 9).await, truth, "round {round}: server A");
+        assert_eq!(members(&b, 9).await, truth, "round {round}: server B");
+    }
+    assert_eq!(
+        full_reads(&redis).await,
+        reads,
+        "a kept list was read whole"
+    );
+    let logged: i64 = redis.command(["LLEN", &format!("{base}:l")]).await.unwrap();
+    assert_eq!(logged, 9, "the log keeps one version per 32 members");
+
+    // A writer that logs nothing changes the room: the log no longer
+    // follows on, and the stores read the list whole.
+    let _: i64 = redis
+        .command(["HSET", &format!("{base}:m"), "zed", "{\"id\":\"zed\"}"])
+        .await
+        .unwrap();
+    let _: i64 = redis.command(["INCR", &format!("{base}:v")]).await.unwrap();
+    truth.insert("zed".into());
+    assert_eq!(members(&a, 9).await, truth);
+    assert_eq!(members(&b, 9).await, truth);
+    assert_eq!(full_reads(&redis).await, reads + 2);
+
+    // An entry that is not the scripts', in sequence: read whole, and the
+    // list is the hash's, not the entry's.
+    let v: String = redis.command(["GET", &format!("{base}:v")]).await.unwrap();
+    let next = v.parse::<u64>().unwrap() + 1;
+    let _: i64 = redis
+        .command(["RPUSH", &format!("{base}:l"), &format!("{next}\n+not json")])
+        .await
+        .unwrap();
+    let _: i64 = redis.command(["INCR", &format!("{base}:v")]).await.unwrap();
+    assert_eq!(members(&a, 9).await, truth);
+    assert_eq!(full_reads(&redis).await, reads + 3);
+    drop((clients, sa, sb));
+}

@@ -12,7 +12,10 @@
 //!    server: burst 20, then 10/s, so at most `2 * (20 + 10 * t)` in `t`
 //!    seconds from two servers); and the peak memory of every process.
 //! 2. Queries at N members: `members` and `count` of chat 1 from a worker
-//!    (`redis::worker(..).presence`), Q times each: p50/p99/max.
+//!    (`redis::worker(..).presence`), Q times each: p50/p99/max. The
+//!    `queries` mode measures three cases: a list read whole (no version),
+//!    an unchanged room (the kept list), a room changed by one member
+//!    before every query (the kept list and the room's log).
 //! 3. The same N clients join their own `user|<name>` room (no presence):
 //!    the join storm without presence, for comparison.
 //!
@@ -136,6 +139,57 @@ async fn measure(
     }))
 }
 
+/// A change of chat 1 as the presence scripts make it (member hash,
+/// version, log entry, trimmed to the scripts' limit for 10,000 members):
+/// `ARGV[1]` is `+` or `-`, `ARGV[2]` the id. Mirrors `scripts.rs`;
+/// `tests/presence_redis.rs` checks the scripts' own log is read.
+const CHANGE: &str = r#"
+local json = '{\"id\":\"' .. ARGV[2] .. '\"}'
+if ARGV[1] == '+' then
+  redis.call('HSET', KEYS[1], ARGV[2], json)
+else
+  redis.call('HDEL', KEYS[1], ARGV[2])
+end
+local v = redis.call('INCR', KEYS[2])
+redis.call('RPUSH', KEYS[3], string.format('%d', v) .. '\n' .. ARGV[1] .. json)
+redis.call('LTRIM', KEYS[3], -256, -1)
+return v
+"#;
+
+/// `q` times: chat 1 changes (one member joins or leaves, in turn), then
+/// `members` is timed: what a store that keeps the room's list pays for a
+/// room that changed since its last query (p50/p99/max, ms).
+async fn measure_changed(
+    worker: &broadcast_core::redis::RedisWorker,
+    redis: &RedisServer,
+    n: usize,
+    q: usize,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let base = "socket.io-presence:{/\u{1f}chat|1}";
+    let (m, v, l) = (
+        format!("{base}:m"),
+        format!("{base}:v"),
+        format!("{base}:l"),
+    );
+    let mut list = Vec::new();
+    for i in 0..q {
+        let (op, want) = if i % 2 == 0 { ("+", n + 1) } else { ("-", n) };
+        let _: i64 = redis
+            .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
+            .await?;
+        let t = Instant::now();
+        let got = worker.presence.members("/", "chat|1").await?;
+        list.push(ms(t.elapsed()));
+        if got.len() != want {
+            return Err(format!("{} members, want {want}", got.len()).into());
+        }
+    }
+    list.sort_by(f64::total_cmp);
+    Ok(json!({
+        "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+    }))
+}
+
 /// Clients per child process: far from the 20,000 files a process may
 /// open, and small enough that one child's memory stays in megabytes.
 const PER_CHILD: usize = 2_500;
@@ -246,6 +300,7 @@ async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Erro
         .command(["SET", "socket.io-presence:{/\u{1f}chat|1}:v", "1"])
         .await?;
     let cached = measure(&worker, n, q).await?;
+    let changed = measure_changed(&worker, &redis, n, q).await?;
     println!(
         "{}",
         json!({
@@ -253,6 +308,7 @@ async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Erro
             "queries": q,
             "uncached": uncached,
             "cached": cached,
+            "changed": changed,
         })
     );
     worker.connection.shutdown().await?;

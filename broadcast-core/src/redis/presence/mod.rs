@@ -15,6 +15,9 @@
 //! - `P-presence:{R}:v` the version of the member hash (see `scripts.rs`):
 //!   each store keeps the list of the last version it read per room, so a
 //!   query of a room that did not change reads a version, not the list
+//! - `P-presence:{R}:l` the log of the last versions' changes, in large
+//!   rooms (see `scripts.rs`): a store whose kept list is older reads the
+//!   changes since, not the list
 //! - `P-presence-rooms:S` set of the rooms where server `S` has connections
 //! - `P-presence-alive:S` exists while server `S` lives ([`ALIVE_TTL`])
 //! - `P-presence-servers` set of the servers that have had members
@@ -22,6 +25,7 @@
 //! Only the room keys are read or written by scripts; the per-server keys
 //! (each in a slot of its own on a cluster) by single commands.
 
+mod log;
 mod scripts;
 mod upkeep;
 
@@ -35,6 +39,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 
 use super::config::RedisConfig;
 use super::error::RedisError;
+use super::script::Script;
 use crate::presence::store::{Applied, Op, Store, Transition};
 use crate::presence::{Member, PresenceError};
 use crate::util::BoxFuture;
@@ -43,14 +48,20 @@ pub(crate) use upkeep::spawn_upkeep;
 pub use upkeep::{ALIVE_TTL, HEARTBEAT, SWEEP};
 
 /// A room's keys, in the scripts' `KEYS` order.
-type RoomKeys = [String; 6];
+type RoomKeys = [String; 7];
 
 /// Rooms whose last list a store keeps; past it, it forgets them all (a
 /// miss costs one full read).
 const CACHED_ROOMS: usize = 1024;
 
+/// A member list, shared between a store's cache and its readers.
+type List = Arc<Vec<Member>>;
+
+/// A list a store keeps, with its version.
+type Kept = (String, List);
+
 /// Per room: the version of the member list and the list.
-type Cache = HashMap<String, (String, Arc<Vec<Member>>)>;
+type Cache = HashMap<String, Kept>;
 
 /// The Redis presence store of one server (or, without a server id, a
 /// worker's: queries only).
@@ -111,6 +122,7 @@ impl RedisPresenceStore {
             format!("{base}:s:{server}"),
             format!("{base}:g"),
             format!("{base}:v"),
+            format!("{base}:l"),
         ]
     }
 
@@ -126,25 +138,92 @@ impl RedisPresenceStore {
         format!("{}-servers", self.prefix)
     }
 
+    /// Runs `script` (routed by its first key: every key of a room is in
+    /// its slot).
     async fn eval(
         &self,
-        script: &'static str,
-        keys: impl IntoIterator<Item = String, IntoIter: ExactSizeIterator>,
+        script: &Script,
+        keys: RoomKeys,
         args: Vec<String>,
     ) -> Result<Value, fred::error::Error> {
-        let keys = keys.into_iter();
-        let mut all: Vec<Value> = Vec::with_capacity(2 + keys.len() + args.len());
-        all.push(script.into());
-        all.push(Value::Integer(keys.len() as i64));
-        all.extend(keys.into_iter().map(Value::from));
-        all.extend(args.into_iter().map(Value::from));
-        // Routed by the first key: every key of a room is in its slot.
-        self.client
-            .custom(
-                CustomCommand::new_static("EVAL", ClusterHash::Offset(2), false),
-                all,
-            )
+        script
+            .run(&self.client, || {
+                (
+                    keys.to_vec(),
+                    args.iter().map(|a| Value::from(a.as_str())).collect(),
+                )
+            })
             .await
+    }
+
+    /// The list this store keeps of `room`, with its version.
+    fn kept(&self, room: &str) -> Option<Kept> {
+        lock(&self.cache).get(room).cloned()
+    }
+
+    /// Keeps `members` as the list of `room` at `version` (none: the room
+    /// is empty or was written without the scripts, and nothing is kept),
+    /// unless a newer version is kept already.
+    fn keep(&self, room: &str, version: &str, members: &List) {
+        let mut cache = lock(&self.cache);
+        if version.is_empty() {
+            cache.remove(room);
+            return;
+        }
+        if let Some((have, _)) = cache.get(room)
+            && let (Ok(have), Ok(new)) = (have.parse::<u64>(), version.parse::<u64>())
+            && have > new
+        {
+            return;
+        }
+        if cache.len() >= CACHED_ROOMS && !cache.contains_key(room) {
+            cache.clear();
+        }
+        cache.insert(room.to_owned(), (version.to_owned(), members.clone()));
+    }
+
+    /// The list of `room` from an answer of the scripts' `since`, given
+    /// the list kept when it was asked; `None` when a full read is needed
+    /// (the answer says so, or its log does not follow on from the kept
+    /// version). `Err` for an answer that is not one of `since`'s.
+    fn follow(
+        &self,
+        room: &str,
+        kept: Option<Kept>,
+        answer: Value,
+    ) -> Result<(String, Option<List>), String> {
+        let Value::Array(parts) = answer else {
+            return Err("not an array".into());
+        };
+        let mut parts = parts.into_iter();
+        let version = parts
+            .next()
+            .and_then(Value::into_string)
+            .ok_or("no version")?;
+        let kind = parts.next().and_then(|v| v.as_i64()).ok_or("no kind")?;
+        let list = match (kind, kept) {
+            (0, Some((have, list))) if have == version => Some(list),
+            (1, Some((have, list))) => {
+                let entries = strings(parts.next().unwrap_or(Value::Null));
+                match log::apply(&list, &have, &version, &entries) {
+                    Ok(list) => Some(Arc::new(list)),
+                    Err(why) => {
+                        tracing::debug!(target: "broadcast::presence", room = room.replace('\u{1f}', " "), why, "the presence log does not serve this list: reading it whole");
+                        None
+                    }
+                }
+            }
+            // The batch's script reads the list in the same call; a query
+            // reads it with a plain command.
+            (2, _) => parts.next().map(|all| Arc::new(members_of(room, all))),
+            (0 | 1, None) => return Err("changes for a list this store does not keep".into()),
+            (0, Some(_)) => return Err("unchanged, from another version".into()),
+            (other, _) => return Err(format!("unknown kind {other}")),
+        };
+        if let Some(list) = &list {
+            self.keep(room, &version, list);
+        }
+        Ok((version, list))
     }
 
     async fn cmd(
@@ -181,8 +260,13 @@ impl RedisPresenceStore {
         if ops.iter().any(|op| matches!(op, Op::Join { .. })) {
             self.list_room(room).await.map_err(err)?;
         }
+        let kept = if members { self.kept(room) } else { None };
         let mut args = Vec::with_capacity(1 + 4 * ops.len());
-        args.push(if members { "1" } else { "0" }.to_owned());
+        args.push(match (members, &kept) {
+            (false, _) => "n".to_owned(),
+            (true, None) => "m".to_owned(),
+            (true, Some((version, _))) => format!("m{version}"),
+        });
         for op in ops {
             match op {
                 Op::Join { conn, member } => args.extend([
@@ -197,7 +281,7 @@ impl RedisPresenceStore {
             }
         }
         let reply = self
-            .eval(scripts::BATCH, self.keys(room, &self.server), args)
+            .eval(&scripts::BATCH, self.keys(room, &self.server), args)
             .await
             .map_err(err)?;
         let bad = |what: String| {
@@ -239,7 +323,12 @@ impl RedisPresenceStore {
             transitions.push(Transition { member, edge });
         }
         let list = if members {
-            members_of(room, parts.next().unwrap_or(Value::Null))
+            let answer = parts.next().unwrap_or(Value::Null);
+            match self.follow(room, kept, answer).map_err(bad)? {
+                (_, Some(list)) => list.as_ref().clone(),
+                // The batch is applied; the list is read on its own.
+                (_, None) => self.members(room).await?,
+            }
         } else {
             Vec::new()
         };
@@ -353,37 +442,34 @@ impl Store for RedisPresenceStore {
     fn members<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<Vec<Member>, PresenceError>> {
         Box::pin(async move {
             let err = |e| store_error("members", room, e);
-            let [m, _, _, _, _, v] = self.keys(room, "");
-            // The version first, then the list: a list read after its
-            // version is as new or newer, and a newer one has another
-            // version by now, so what is kept is never older than its
-            // version says. (Plain commands: a script would copy the
-            // 10,000 strings into Lua and back.)
-            let version = self
-                .cmd("GET", vec![v])
+            let keys = self.keys(room, "");
+            let kept = self.kept(room);
+            let held = kept.as_ref().map(|(v, _)| v.clone()).unwrap_or_default();
+            let answer = self
+                .eval(&scripts::MEMBERS, keys.clone(), vec![held])
                 .await
-                .map_err(err)?
-                .into_string()
-                .unwrap_or_default();
-            if let Some((have, members)) = lock(&self.cache).get(room)
-                && !version.is_empty()
-                && *have == version
-            {
-                return Ok(members.as_ref().clone());
-            }
-            let list = self.cmd("HVALS", vec![m]).await.map_err(err)?;
-            let members = members_of(room, list);
-            let mut cache = lock(&self.cache);
-            if version.is_empty() {
-                // Empty, or written without the scripts: not kept.
-                cache.remove(room);
-            } else {
-                if cache.len() >= CACHED_ROOMS {
-                    cache.clear();
+                .map_err(err)?;
+            let version = match self.follow(room, kept, answer) {
+                Ok((_, Some(list))) => return Ok(list.as_ref().clone()),
+                Ok((version, None)) => version,
+                Err(what) => {
+                    return Err(store_error(
+                        "members",
+                        room,
+                        format!("unexpected reply from Redis: {what}"),
+                    ));
                 }
-                cache.insert(room.to_owned(), (version, Arc::new(members.clone())));
-            }
-            Ok(members)
+            };
+            // A full read, with a plain command (a script would copy the
+            // 10,000 strings into Lua and back), after the version: a list
+            // read after its version is as new or newer, and a newer one
+            // has another version by now, so what is kept is never older
+            // than its version says.
+            let [m, ..] = keys;
+            let list = self.cmd("HVALS", vec![m]).await.map_err(err)?;
+            let members = Arc::new(members_of(room, list));
+            self.keep(room, &version, &members);
+            Ok(members.as_ref().clone())
         })
     }
 

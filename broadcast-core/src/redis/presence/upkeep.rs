@@ -118,7 +118,7 @@ impl RedisPresenceStore {
             let err = |e| store_error("restore", &room, e);
             self.list_room(&room).await.map_err(err)?;
             let reply = self
-                .eval(scripts::RESTORE, self.keys(&room, &self.server), args)
+                .eval(&scripts::RESTORE, self.keys(&room, &self.server), args)
                 .await
                 .map_err(err)?;
             let Value::Array(parts) = reply else {
@@ -176,7 +176,7 @@ impl RedisPresenceStore {
         for (i, (room, member)) in lost.iter().enumerate() {
             let reply = self
                 .eval(
-                    scripts::LOST,
+                    &scripts::LOST,
                     self.keys(room, &self.server),
                     vec![member.id().to_owned(), millis(scripts::GONE_TTL)],
                 )
@@ -236,7 +236,7 @@ impl RedisPresenceStore {
             for room in strings(rooms) {
                 let reply = self
                     .eval(
-                        scripts::CLEANUP,
+                        &scripts::CLEANUP,
                         self.keys(&room, &server),
                         vec![millis(scripts::GONE_TTL)],
                     )
