@@ -483,7 +483,9 @@ async fn full_reads(redis: &RedisServer) -> u64 {
 /// A store that kept a large room's list reads only what changed since
 /// (the room's log), on both servers, through joins, leaves and join acks;
 /// when the log cannot serve (a writer that logs nothing, an entry that is
-/// not the scripts'), it reads the whole list again, never a wrong one.
+/// not the scripts'), it reads the whole list again, never a wrong one. A
+/// store that kept nothing (a worker's first query) reads the snapshot the
+/// last full read left, and the log after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_lists_follow_a_large_room_through_its_log() {
     let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
@@ -492,10 +494,11 @@ async fn kept_lists_follow_a_large_room_through_its_log() {
     let log: Log = Arc::default();
     let (a, sa) = node(&redis.url(), 0, &log).await;
     let (b, sb) = node(&redis.url(), 1, &log).await;
-    // 300 members written as the scripts write them (300 clients would
-    // only slow the test): the room keeps a log of 300 / 32 = 9 versions.
+    // 1,000 members written as the scripts write them (1,000 clients would
+    // only slow the test): the room keeps a log of 1,000 / 32 = 31
+    // versions, and a snapshot.
     let base = "socket.io-presence:{/\u{1f}lobby|9}";
-    let mut truth: BTreeSet<String> = (0..300).map(|i| format!("u{i:03}")).collect();
+    let mut truth: BTreeSet<String> = (0..1000).map(|i| format!("u{i:04}")).collect();
     let mut hset = vec!["HSET".to_owned(), format!("{base}:m")];
     for id in &truth {
         hset.extend([id.clone(), format!("{{\"id\":\"{id}\"}}")]);
@@ -508,14 +511,14 @@ async fn kept_lists_follow_a_large_room_through_its_log() {
         clients.push(client(if i % 2 == 0 { &sa } else { &sb }, user).await);
     }
     // alice's join creates the version; both stores keep a list of it.
-    assert_eq!(ids(&join(&clients[0], 9).await["members"]).len(), 301);
+    assert_eq!(ids(&join(&clients[0], 9).await["members"]).len(), 1001);
     truth.insert("alice".into());
     assert_eq!(members(&a, 9).await, truth);
     assert_eq!(members(&b, 9).await, truth);
 
     let reads = full_reads(&redis).await;
     let mut inside = [true, false, false, false];
-    for round in 0..12 {
+    for round in 0..40 {
         let i = 1 + round % 3;
         if inside[i] {
             leave(&clients[i], 9).await;
@@ -535,7 +538,7 @@ async fn kept_lists_follow_a_large_room_through_its_log() {
         "a kept list was read whole"
     );
     let logged: i64 = redis.command(["LLEN", &format!("{base}:l")]).await.unwrap();
-    assert_eq!(logged, 9, "the log keeps one version per 32 members");
+    assert_eq!(logged, 31, "the log keeps one version per 32 members");
 
     // A writer that logs nothing changes the room: the log no longer
     // follows on, and the stores read the list whole.
@@ -560,5 +563,55 @@ async fn kept_lists_follow_a_large_room_through_its_log() {
     let _: i64 = redis.command(["INCR", &format!("{base}:v")]).await.unwrap();
     assert_eq!(members(&a, 9).await, truth);
     assert_eq!(full_reads(&redis).await, reads + 3);
+
+    // That full read left a snapshot of the current version (written in
+    // the background); a worker's first query reads it, not the hash, and
+    // its next one, after a leave, the log (begun afresh: the gap above
+    // stays in it until trimmed, and sends every reader behind it to the
+    // hash).
+    let v: String = redis.command(["GET", &format!("{base}:v")]).await.unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let head: String = redis
+            .command(["GETRANGE", &format!("{base}:snap"), "0", "24"])
+            .await
+            .unwrap();
+        if head.split('\n').next() == Some(v.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot of version {v}: {head:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _: i64 = redis.command(["DEL", &format!("{base}:l")]).await.unwrap();
+    let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url()).unwrap())
+        .await
+        .unwrap();
+    let listed = |list: Vec<broadcast_core::presence::Member>| {
+        list.iter()
+            .map(|m| m.id().to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    let cold = worker.presence.members_of(&LobbyRoom(9)).await.unwrap();
+    assert_eq!(listed(cold), truth);
+    assert_eq!(
+        full_reads(&redis).await,
+        reads + 3,
+        "the worker read the hash"
+    );
+    // carol (on A, which kept the last version) leaves.
+    assert!(inside[2]);
+    leave(&clients[2], 9).await;
+    truth.remove("carol");
+    let warm = worker.presence.members_of(&LobbyRoom(9)).await.unwrap();
+    assert_eq!(listed(warm), truth);
+    assert_eq!(
+        full_reads(&redis).await,
+        reads + 3,
+        "the worker read the hash"
+    );
+    worker.connection.shutdown().await.unwrap();
     drop((clients, sa, sb));
 }

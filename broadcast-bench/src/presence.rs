@@ -15,7 +15,8 @@
 //!    (`redis::worker(..).presence`), Q times each: p50/p99/max. The
 //!    `queries` mode measures three cases: a list read whole (no version),
 //!    an unchanged room (the kept list), a room changed by one member
-//!    before every query (the kept list and the room's log).
+//!    before every query (the kept list and the room's log), and a new
+//!    worker's first query after each change (the snapshot and the log).
 //! 3. The same N clients join their own `user|<name>` room (no presence):
 //!    the join storm without presence, for comparison.
 //!
@@ -190,6 +191,51 @@ async fn measure_changed(
     }))
 }
 
+/// `q` times: chat 1 changes, then a new worker's first `members` is
+/// timed (a process that kept no list: the room's snapshot and the log
+/// after it). The first query, which finds the snapshot too old and reads
+/// the hash (and writes a snapshot), is reported apart.
+async fn measure_cold(
+    redis: &RedisServer,
+    n: usize,
+    q: usize,
+) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    let base = "socket.io-presence:{/\u{1f}chat|1}";
+    let (m, v, l) = (
+        format!("{base}:m"),
+        format!("{base}:v"),
+        format!("{base}:l"),
+    );
+    let mut list = Vec::new();
+    let mut first = 0.0;
+    for i in 0..=q {
+        let (op, want) = if i % 2 == 0 { ("+", n + 1) } else { ("-", n) };
+        let _: i64 = redis
+            .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
+            .await?;
+        let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
+        let t = Instant::now();
+        let got = worker.presence.members("/", "chat|1").await?;
+        let took = ms(t.elapsed());
+        if got.len() != want {
+            return Err(format!("{} members, want {want}", got.len()).into());
+        }
+        if i == 0 {
+            first = took;
+            // The snapshot is written in the background.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        } else {
+            list.push(took);
+        }
+        worker.connection.shutdown().await?;
+    }
+    list.sort_by(f64::total_cmp);
+    Ok(json!({
+        "first_ms": first,
+        "members_ms": {"p50": pct(&list, 0.5), "p99": pct(&list, 0.99), "max": pct(&list, 1.0)},
+    }))
+}
+
 /// Clients per child process: far from the 20,000 files a process may
 /// open, and small enough that one child's memory stays in megabytes.
 const PER_CHILD: usize = 2_500;
@@ -301,6 +347,7 @@ async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Erro
         .await?;
     let cached = measure(&worker, n, q).await?;
     let changed = measure_changed(&worker, &redis, n, q).await?;
+    let cold = measure_cold(&redis, n, q.min(200)).await?;
     println!(
         "{}",
         json!({
@@ -309,6 +356,7 @@ async fn queries_only(n: usize, q: usize) -> Result<(), Box<dyn std::error::Erro
             "uncached": uncached,
             "cached": cached,
             "changed": changed,
+            "cold": cold,
         })
     );
     worker.connection.shutdown().await?;

@@ -63,6 +63,26 @@ pub(super) fn apply(
     Ok(out)
 }
 
+/// A snapshot's version and members (see `scripts.rs`): `Err` for one
+/// that is not the scripts'.
+pub(super) fn snapshot(text: &str) -> Result<(&str, Vec<Member>), String> {
+    let mut lines = text.split('\n');
+    let version = lines.next().unwrap_or_default();
+    if version.parse::<u64>().is_err() {
+        return Err("no version".into());
+    }
+    let mut list = Vec::new();
+    for line in lines {
+        list.push(Member::from_json(line).map_err(|e| e.to_string())?);
+    }
+    // Written sorted; checked, since Redis is a trust boundary.
+    if !list.windows(2).all(|w| w[0].id() < w[1].id()) {
+        list.sort_unstable_by(|a, b| a.id().cmp(b.id()));
+        list.dedup_by(|a, b| a.id() == b.id());
+    }
+    Ok((version, list))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +148,16 @@ mod tests {
         assert!(apply(&kept, "10", "11", &["x\n+{}".into()]).is_err());
         assert!(apply(&kept, "", "11", std::slice::from_ref(&ok)).is_err());
         assert!(apply(&kept, "12", "11", &[]).is_err());
+    }
+
+    #[test]
+    fn snapshots_are_read_sorted_and_foreign_ones_refused() {
+        let (v, got) = snapshot("17\n{\"id\":\"b\"}\n{\"id\":\"a\"}\n{\"id\":\"b\"}").unwrap();
+        assert_eq!((v, ids(&got)), ("17", vec!["a", "b"]));
+        let (v, got) = snapshot("5").unwrap();
+        assert_eq!((v, got.len()), ("5", 0));
+        assert!(snapshot("x\n{\"id\":\"a\"}").is_err());
+        assert!(snapshot("5\nnot json").is_err());
+        assert!(snapshot("").is_err());
     }
 }

@@ -18,6 +18,8 @@
 //! - `P-presence:{R}:l` the log of the last versions' changes, in large
 //!   rooms (see `scripts.rs`): a store whose kept list is older reads the
 //!   changes since, not the list
+//! - `P-presence:{R}:snap` a large room's list as one string, for readers
+//!   that keep none (see `scripts.rs`)
 //! - `P-presence-rooms:S` set of the rooms where server `S` has connections
 //! - `P-presence-alive:S` exists while server `S` lives ([`ALIVE_TTL`])
 //! - `P-presence-servers` set of the servers that have had members
@@ -48,11 +50,15 @@ pub(crate) use upkeep::spawn_upkeep;
 pub use upkeep::{ALIVE_TTL, HEARTBEAT, SWEEP};
 
 /// A room's keys, in the scripts' `KEYS` order.
-type RoomKeys = [String; 7];
+type RoomKeys = [String; 8];
 
 /// Rooms whose last list a store keeps; past it, it forgets them all (a
 /// miss costs one full read).
 const CACHED_ROOMS: usize = 1024;
+
+/// Members from which a list read whole is written back as the room's
+/// snapshot (see `scripts.rs`): below it, a full read is cheap already.
+const SNAPSHOT_MIN: usize = 1_000;
 
 /// A member list, shared between a store's cache and its readers.
 type List = Arc<Vec<Member>>;
@@ -123,6 +129,7 @@ impl RedisPresenceStore {
             format!("{base}:g"),
             format!("{base}:v"),
             format!("{base}:l"),
+            format!("{base}:snap"),
         ]
     }
 
@@ -182,6 +189,37 @@ impl RedisPresenceStore {
         cache.insert(room.to_owned(), (version.to_owned(), members.clone()));
     }
 
+    /// Writes `list`, read whole after version `version`, back as the
+    /// room's snapshot when the room is large, in the background: the
+    /// reader does not wait, and a refused write (a worker's ACL, Redis
+    /// away) only leaves the next cold reader a full read.
+    fn snapshot(&self, room: &str, version: &str, list: &List) {
+        if list.len() < SNAPSHOT_MIN || version.is_empty() {
+            return;
+        }
+        let mut text = String::with_capacity(version.len() + list.len() * 24);
+        text.push_str(version);
+        for m in list.iter() {
+            text.push('\n');
+            text.push_str(m.json());
+        }
+        let (client, keys, room) = (self.client.clone(), self.keys(room, ""), room.to_owned());
+        let version = version.to_owned();
+        tokio::spawn(async move {
+            let written: Result<Value, _> = scripts::SNAPSHOT
+                .run(&client, || {
+                    (
+                        keys.to_vec(),
+                        vec![Value::from(version.as_str()), Value::from(text.as_str())],
+                    )
+                })
+                .await;
+            if let Err(error) = written {
+                tracing::debug!(target: "broadcast::presence", room = room.replace('\u{1f}', " "), %error, "the presence snapshot was not written");
+            }
+        });
+    }
+
     /// The list of `room` from an answer of the scripts' `since`, given
     /// the list kept when it was asked; `None` when a full read is needed
     /// (the answer says so, or its log does not follow on from the kept
@@ -215,7 +253,29 @@ impl RedisPresenceStore {
             }
             // The batch's script reads the list in the same call; a query
             // reads it with a plain command.
-            (2, _) => parts.next().map(|all| Arc::new(members_of(room, all))),
+            (2, _) => parts.next().map(|all| {
+                let list = Arc::new(members_of(room, all));
+                self.snapshot(room, &version, &list);
+                list
+            }),
+            (3, _) => {
+                let snapshot = parts.next().and_then(Value::into_string);
+                let entries = strings(parts.next().unwrap_or(Value::Null));
+                match snapshot.as_deref().map(log::snapshot) {
+                    Some(Ok((have, list))) => match log::apply(&list, have, &version, &entries) {
+                        Ok(list) => Some(Arc::new(list)),
+                        Err(why) => {
+                            tracing::debug!(target: "broadcast::presence", room = room.replace('\u{1f}', " "), why, "the presence log does not follow on from the snapshot: reading the list whole");
+                            None
+                        }
+                    },
+                    Some(Err(why)) => {
+                        tracing::warn!(target: "broadcast::presence", room = room.replace('\u{1f}', " "), why, "an invalid presence snapshot in Redis: reading the list whole");
+                        None
+                    }
+                    None => None,
+                }
+            }
             (0 | 1, None) => return Err("changes for a list this store does not keep".into()),
             (0, Some(_)) => return Err("unchanged, from another version".into()),
             (other, _) => return Err(format!("unknown kind {other}")),
@@ -469,6 +529,7 @@ impl Store for RedisPresenceStore {
             let list = self.cmd("HVALS", vec![m]).await.map_err(err)?;
             let members = Arc::new(members_of(room, list));
             self.keep(room, &version, &members);
+            self.snapshot(room, &version, &members);
             Ok(members.as_ref().clone())
         })
     }

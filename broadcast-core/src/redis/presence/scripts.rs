@@ -1,6 +1,6 @@
 //! The Lua scripts of the Redis presence store: every change of a room's
 //! presence is one of them, so each transition is decided once in the
-//! cluster. Their `KEYS` are a room's seven keys (see the
+//! cluster. Their `KEYS` are a room's eight keys (see the
 //! [parent module](super)), all in the room's hash tag, so a script
 //! touches one slot.
 //!
@@ -21,6 +21,12 @@
 //! entries, and one per 32 members (none under 32), so small rooms, whose
 //! lists are cheap to read, keep none, and a room of 10,000 keeps 256.
 //!
+//! The snapshot (`KEYS[8]`) is a large room's list as one string, written
+//! by a reader after it read the list whole, tagged with the version read
+//! before it: a reader with no kept list (a process's first query of the
+//! room) reads it and the log's entries after it, one string instead of
+//! 10,000, while the log still reaches back to it.
+//!
 //! The marks hash (`KEYS[5]`) holds the members whose leave was announced
 //! while Redis may still see them come back (a dead server's members, a
 //! leave Redis lost), and `''` when the room's vacating was: a restore
@@ -40,14 +46,14 @@ macro_rules! prelude {
 -- holds a list of it, or of an earlier room, which the log cannot serve.
 local function bump(changes)
   if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('DEL', KEYS[6], KEYS[7])
+    redis.call('DEL', KEYS[6], KEYS[7], KEYS[8])
     return
   end
   local v = redis.call('INCR', KEYS[6])
   if v == 1 then
     local t = redis.call('TIME')
     redis.call('SET', KEYS[6], t[1] .. string.format('%06d', tonumber(t[2])))
-    redis.call('DEL', KEYS[7])
+    redis.call('DEL', KEYS[7], KEYS[8])
     return
   end
   local keep = math.min(256, math.floor(redis.call('HLEN', KEYS[1]) / 32))
@@ -58,21 +64,37 @@ local function bump(changes)
     redis.call('DEL', KEYS[7])
   end
 end
+-- The log's entries after version `wn` up to `vn`, if it has them.
+local function after(wn, vn)
+  if not (wn and vn and wn < vn) then return nil end
+  local first = redis.call('LINDEX', KEYS[7], 0)
+  local f = first and tonumber(string.match(first, '^(%d+)'))
+  if f and f <= wn + 1 then
+    return redis.call('LRANGE', KEYS[7], wn + 1 - f, -1)
+  end
+  return nil
+end
+-- The version of the room's snapshot, if any.
+local function snapshot_version()
+  return tonumber(string.match(redis.call('GETRANGE', KEYS[8], 0, 24), '^(%d+)'))
+end
 -- What a reader holding the list of version `w` needs: {v, 0} it is
--- current; {v, 1, entries} the log's entries after it (the reader checks
--- that they follow on from `w`); {v, 2} a full read. `v` is '' when the
--- room has no version (empty, or written without these scripts).
+-- current; {v, 1, entries} the log's entries after it; {v, 3, snapshot,
+-- entries} the snapshot and the log's entries after it; {v, 2} a full
+-- read. The reader checks that entries follow on from its version. `v` is
+-- '' when the room has no version (empty, or written without these
+-- scripts).
 local function since(w)
   local v = redis.call('GET', KEYS[6]) or ''
   if v ~= '' and v == w then return {v, 0} end
-  local wn, vn = tonumber(w), tonumber(v)
-  if wn and vn and wn < vn then
-    local first = redis.call('LINDEX', KEYS[7], 0)
-    local f = first and tonumber(string.match(first, '^(%d+)'))
-    if f and f <= wn + 1 then
-      return {v, 1, redis.call('LRANGE', KEYS[7], wn + 1 - f, -1)}
-    end
-  end
+  local vn = tonumber(v)
+  local entries = after(tonumber(w), vn)
+  if entries then return {v, 1, entries} end
+  if not vn then return {v, 2} end
+  local s = snapshot_version()
+  if s == vn then return {v, 3, redis.call('GET', KEYS[8]), {}} end
+  entries = after(s, vn)
+  if entries then return {v, 3, redis.call('GET', KEYS[8]), entries} end
   return {v, 2}
 end
 "
@@ -234,6 +256,23 @@ return {vacated, left}
 ",
 );
 
+/// Keeps `ARGV[2]` as the room's snapshot of version `ARGV[1]` (the
+/// version, then the members' JSON, a line each, sorted by id), unless
+/// that version is newer than the room's (a room that emptied meanwhile)
+/// or a snapshot as new is kept. Returns whether it was kept.
+const SNAPSHOT_LUA: &str = concat!(
+    prelude!(),
+    r"
+local v = tonumber(redis.call('GET', KEYS[6]) or '')
+local new = tonumber(ARGV[1])
+if not v or not new or new > v then return 0 end
+local s = snapshot_version()
+if s and s >= new then return 0 end
+redis.call('SET', KEYS[8], ARGV[2])
+return 1
+",
+);
+
 /// What a reader holding the list of version `ARGV[1]` (or none: '') needs
 /// of a room: `since`'s answer (see the prelude).
 const MEMBERS_LUA: &str = concat!(
@@ -249,6 +288,7 @@ pub(super) static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(RESTO
 pub(super) static LOST: LazyLock<Script> = LazyLock::new(|| Script::new(LOST_LUA));
 pub(super) static CLEANUP: LazyLock<Script> = LazyLock::new(|| Script::new(CLEANUP_LUA));
 pub(super) static MEMBERS: LazyLock<Script> = LazyLock::new(|| Script::new(MEMBERS_LUA));
+pub(super) static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| Script::new(SNAPSHOT_LUA));
 
 /// How long a room keeps the marks of members announced as gone by a
 /// sweep or a lost leave: a server that comes back later than this
