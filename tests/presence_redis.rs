@@ -64,6 +64,20 @@ async fn node(url: &str, idx: usize, log: &Log) -> (RedisSocketIo, TestServer) {
     (parts, server)
 }
 
+/// Two servers on Redis `url`, sharing one hook log.
+async fn two_nodes(
+    url: &str,
+) -> (
+    Log,
+    (RedisSocketIo, TestServer),
+    (RedisSocketIo, TestServer),
+) {
+    let log: Log = Arc::default();
+    let a = node(url, 0, &log).await;
+    let b = node(url, 1, &log).await;
+    (log, a, b)
+}
+
 async fn client(server: &TestServer, user: &str) -> SioClient {
     SioClient::connect(server.addr, "/", Some(json!({"user": user})))
         .await
@@ -125,9 +139,7 @@ async fn hooks_fire_once_per_transition_across_two_servers() {
     let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
         return;
     };
-    let log: Log = Arc::default();
-    let (a, sa) = node(&redis.url(), 0, &log).await;
-    let (b, sb) = node(&redis.url(), 1, &log).await;
+    let (log, (a, sa), (b, sb)) = two_nodes(&redis.url()).await;
 
     let alice1 = client(&sa, "alice").await;
     let alice2 = client(&sb, "alice").await;
@@ -208,9 +220,7 @@ async fn churn_leaves_servers_and_observers_agreeing() {
     let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
         return;
     };
-    let log: Log = Arc::default();
-    let (a, sa) = node(&redis.url(), 0, &log).await;
-    let (b, sb) = node(&redis.url(), 1, &log).await;
+    let (log, (a, sa), (b, sb)) = two_nodes(&redis.url()).await;
 
     // Observers join first; every frame after their join is applied to the
     // ack's list.
@@ -353,9 +363,7 @@ async fn servers_restore_their_members_after_a_redis_restart() {
     let Some(mut redis) = RedisServer::start().await.expect("starting redis-server") else {
         return;
     };
-    let log: Log = Arc::default();
-    let (a, sa) = node(&redis.url(), 0, &log).await;
-    let (b, sb) = node(&redis.url(), 1, &log).await;
+    let (log, (a, sa), (b, sb)) = two_nodes(&redis.url()).await;
     let mut dave = client(&sa, "dave").await;
     let mut seen = ids(&join(&dave, 3).await["members"]);
     let alice = client(&sa, "alice").await;
@@ -491,9 +499,7 @@ async fn kept_lists_follow_a_large_room_through_its_log() {
     let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
         return;
     };
-    let log: Log = Arc::default();
-    let (a, sa) = node(&redis.url(), 0, &log).await;
-    let (b, sb) = node(&redis.url(), 1, &log).await;
+    let (_, (a, sa), (b, sb)) = two_nodes(&redis.url()).await;
     // 1,000 members written as the scripts write them (1,000 clients would
     // only slow the test): the room keeps a log of 1,000 / 32 = 31
     // versions, and a snapshot.

@@ -157,6 +157,26 @@ redis.call('LTRIM', KEYS[3], -256, -1)
 return v
 "#;
 
+/// Change `i` of chat 1 (of `n` members): an extra member joins (even
+/// `i`) or leaves (odd). Returns how many members the room has after it.
+async fn change(
+    redis: &RedisServer,
+    i: usize,
+    n: usize,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let base = "socket.io-presence:{/\u{1f}chat|1}";
+    let (m, v, l) = (
+        format!("{base}:m"),
+        format!("{base}:v"),
+        format!("{base}:l"),
+    );
+    let (op, want) = if i % 2 == 0 { ("+", n + 1) } else { ("-", n) };
+    let _: i64 = redis
+        .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
+        .await?;
+    Ok(want)
+}
+
 /// `q` times: chat 1 changes (one member joins or leaves, in turn), then
 /// `members` is timed: what a store that keeps the room's list pays for a
 /// room that changed since its last query (p50/p99/max, ms).
@@ -166,18 +186,9 @@ async fn measure_changed(
     n: usize,
     q: usize,
 ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    let base = "socket.io-presence:{/\u{1f}chat|1}";
-    let (m, v, l) = (
-        format!("{base}:m"),
-        format!("{base}:v"),
-        format!("{base}:l"),
-    );
     let mut list = Vec::new();
     for i in 0..q {
-        let (op, want) = if i % 2 == 0 { ("+", n + 1) } else { ("-", n) };
-        let _: i64 = redis
-            .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
-            .await?;
+        let want = change(redis, i, n).await?;
         let t = Instant::now();
         let got = worker.presence.members("/", "chat|1").await?;
         list.push(ms(t.elapsed()));
@@ -200,19 +211,10 @@ async fn measure_cold(
     n: usize,
     q: usize,
 ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
-    let base = "socket.io-presence:{/\u{1f}chat|1}";
-    let (m, v, l) = (
-        format!("{base}:m"),
-        format!("{base}:v"),
-        format!("{base}:l"),
-    );
     let mut list = Vec::new();
     let mut first = 0.0;
     for i in 0..=q {
-        let (op, want) = if i % 2 == 0 { ("+", n + 1) } else { ("-", n) };
-        let _: i64 = redis
-            .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
-            .await?;
+        let want = change(redis, i, n).await?;
         let worker = broadcast_core::redis::worker(RedisConfig::from_url(&redis.url())?).await?;
         let t = Instant::now();
         let got = worker.presence.members("/", "chat|1").await?;
