@@ -42,8 +42,9 @@ pub(super) const EXPIRY_SLACK_DIVISOR: u64 = 16;
 // idempotency key (the meta again when there is no id).
 // ARGV: the epoch of a room created by this call, the caller's clock (ms),
 // then per event `size ttl-ms meta-ttl-ms slack-ms [id-ttl-ms]` (parsed
-// once per distinct value) and the message's body
-// (`namespace\nroom\nevent\nexcept\npayload`).
+// once per distinct value) and the message's body, which is also the
+// stream entry (`ms\nnamespace\nroom\nevent\nexcept\npayload`, `ms` the
+// caller's clock when it appended the event).
 // Answers per event: how many subscribers SPUBLISH reached, -1 for an id
 // appended before, -2 for malformed arguments.
 //
@@ -51,16 +52,14 @@ pub(super) const EXPIRY_SLACK_DIVISOR: u64 = 16;
 // 6,000-8,000 instructions beyond its command, each argument and each
 // string a script makes a few hundred, a number turned into a string a few
 // thousand (`%d` costs a fraction of `tostring`'s `%.14g`). So the time
-// comes from the caller (`TIME` was one call more per script call) and is
-// used as the string it arrives as; the stream entry is the time and the
-// body the message is made of, as they arrive, its ID the offset (`N` is
-// `N-0`);
+// comes from the caller (`TIME` was one call more per script call); the
+// stream entry is one field, the body the message is made of, as it
+// arrives; its ID is the offset (`N` is `N-0`);
 // `MAXLEN ~` lets Redis drop whole nodes of the stream instead of one
 // entry per append, and a read enforces the room's size itself
 // (`history.rs`).
 const APPEND: &str = r"
-local new_epoch, at, format = ARGV[1], ARGV[2], string.format
-local ms = tonumber(at)
+local new_epoch, ms, format = ARGV[1], tonumber(ARGV[2]), string.format
 if not ms or #ARGV ~= 2 + #KEYS / 2 or #KEYS % 4 ~= 0 then
   return redis.error_reply('malformed arguments')
 end
@@ -92,7 +91,7 @@ for i = 0, #KEYS / 4 - 1 do
       rooms[meta] = room
     end
     local top = format('%d', redis.call('HINCRBY', meta, 't', 1))
-    redis.call('XADD', stream, 'MAXLEN', '~', size, top, 't', at, 'd', body)
+    redis.call('XADD', stream, 'MAXLEN', '~', size, top, 'd', body)
     if room.refresh then
       redis.call('PEXPIRE', stream, ttl + slack)
       redis.call('PEXPIRE', meta, meta_ttl + slack)
@@ -100,7 +99,7 @@ for i = 0, #KEYS / 4 - 1 do
       room.refresh = false
     end
     out[i + 1] = redis.call('SPUBLISH', KEYS[k + 1],
-      top .. '\n' .. room.epoch .. '\n' .. at .. '\n' .. body)
+      top .. '\n' .. room.epoch .. '\n' .. body)
   end
 end
 return out

@@ -169,10 +169,12 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
                 e.namespace.len()
                     + e.room.len()
                     + e.event.len()
-                    + 4
+                    + 18
                     + 17 * e.except.len()
                     + payload.len(),
             );
+            // Writing to a String cannot fail.
+            let _ = write!(body, "{}\n", now_ms());
             for part in [e.namespace, e.room, e.event] {
                 body.push_str(part);
                 body.push('\n');
@@ -181,7 +183,6 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
                 if i > 0 {
                     body.push(',');
                 }
-                // Writing to a String cannot fail.
                 let _ = write!(body, "{sid}");
             }
             body.push('\n');
@@ -302,7 +303,7 @@ fn parse_read(answer: RedisValue, since: Option<u64>, oldest: u64) -> Result<Rea
     })
 }
 
-/// `[id, [t, <ms>, d, <body>]]`, the body as in a live message.
+/// `[id, [d, <body>]]`, the body as in a live message.
 fn parse_entry(entry: RedisValue) -> Option<Stored> {
     let RedisValue::Array(mut pair) = entry else {
         return None;
@@ -313,24 +314,24 @@ fn parse_entry(entry: RedisValue) -> Option<Stored> {
     let RedisValue::Array(fields) = fields else {
         return None;
     };
-    let [t, at_ms, d, body] = <[RedisValue; 4]>::try_from(fields).ok()?;
-    if t.as_str()?.as_ref() != "t" || d.as_str()?.as_ref() != "d" {
+    let [d, body] = <[RedisValue; 2]>::try_from(fields).ok()?;
+    if d.as_str()?.as_ref() != "d" {
         return None;
     }
-    let at_ms = at_ms.as_u64()?;
     let body = body.into_string()?;
     let body = parse_body(&body).ok()?;
     Some(Stored {
         offset,
         event: body.event.to_owned(),
         payload: RawValue::from_string(body.payload.to_owned()).ok()?,
-        at_ms,
+        at_ms: body.at_ms,
     })
 }
 
-/// The body of a message, after its position:
-/// `namespace\nroom\nevent\nexcept,ids\npayload`.
+/// The body of a message, after its position, as appended and stored:
+/// `ms\nnamespace\nroom\nevent\nexcept,ids\npayload`.
 struct Body<'a> {
+    at_ms: u64,
     namespace: &'a str,
     room: &'a str,
     event: &'a str,
@@ -339,9 +340,10 @@ struct Body<'a> {
 }
 
 fn parse_body(text: &str) -> Result<Body<'_>, &'static str> {
-    let mut parts = text.splitn(5, '\n');
+    let mut parts = text.splitn(6, '\n');
     let mut next = || parts.next().ok_or("too few lines");
     let body = Body {
+        at_ms: next()?.parse().map_err(|_| "bad time")?,
         namespace: next()?,
         room: next()?,
         event: next()?,
@@ -354,14 +356,13 @@ fn parse_body(text: &str) -> Result<Body<'_>, &'static str> {
     Ok(body)
 }
 
-/// A message of a shard channel: `offset\nepoch\nms\nnamespace\nroom\nevent\nexcept,ids\npayload`.
+/// A message of a shard channel: `offset\nepoch\n` and a body.
 pub(crate) fn parse_live(data: &[u8]) -> Result<Live, &'static str> {
     let text = std::str::from_utf8(data).map_err(|_| "not UTF-8")?;
-    let mut parts = text.splitn(4, '\n');
+    let mut parts = text.splitn(3, '\n');
     let mut next = || parts.next().ok_or("too few lines");
     let offset: u64 = next()?.parse().map_err(|_| "bad offset")?;
     let epoch = next()?;
-    let at_ms: u64 = next()?.parse().map_err(|_| "bad time")?;
     let body = parse_body(next()?)?;
     if offset == 0 || epoch.is_empty() || epoch.len() > 64 {
         return Err("bad position");
@@ -382,7 +383,7 @@ pub(crate) fn parse_live(data: &[u8]) -> Result<Live, &'static str> {
             offset,
             event: body.event.to_owned(),
             payload,
-            at_ms,
+            at_ms: body.at_ms,
         },
         except,
     })
@@ -472,13 +473,8 @@ mod tests {
                 RedisValue::Array(fields.iter().map(|f| RedisValue::from(*f)).collect()),
             ])
         };
-        let stored = parse_entry(entry(&[
-            "t",
-            "5",
-            "d",
-            "/\nchat|1\nmessage_posted\n\n{\"a\":1}",
-        ]))
-        .unwrap();
+        let stored =
+            parse_entry(entry(&["d", "5\n/\nchat|1\nmessage_posted\n\n{\"a\":1}"])).unwrap();
         assert_eq!(stored.offset, 7);
         assert_eq!(stored.at_ms, 5);
         assert_eq!(stored.event, "message_posted");
@@ -486,7 +482,9 @@ mod tests {
         // The entries of the layout before: a read of them fails instead
         // of answering wrong events (and new reads never reach them).
         assert!(parse_entry(entry(&["e", "message_posted", "p", "{}", "t", "5"])).is_none());
-        assert!(parse_entry(entry(&["t", "5", "d", "/\nchat|1\nmessage_posted\n\n{"])).is_none());
+        assert!(parse_entry(entry(&["t", "5", "d", "/\nchat|1\nm\n\n{}"])).is_none());
+        assert!(parse_entry(entry(&["d", "5\n/\nchat|1\nmessage_posted\n\n{"])).is_none());
+        assert!(parse_entry(entry(&["d", "x\n/\nchat|1\nmessage_posted\n\n{}"])).is_none());
     }
 
     /// More entries than asked for, or older than the TTL: not recovered.
@@ -496,10 +494,8 @@ mod tests {
             RedisValue::Array(vec![
                 format!("{offset}-0").as_str().into(),
                 RedisValue::Array(vec![
-                    "t".into(),
-                    at.to_string().as_str().into(),
                     "d".into(),
-                    "/\nr\ne\n\n{}".into(),
+                    format!("{at}\n/\nr\ne\n\n{{}}").as_str().into(),
                 ]),
             ])
         };
