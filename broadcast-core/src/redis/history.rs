@@ -174,7 +174,7 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
                     + payload.len(),
             );
             // Writing to a String cannot fail.
-            let _ = write!(body, "{}\n", now_ms());
+            let _ = writeln!(body, "{}", now_ms());
             for part in [e.namespace, e.room, e.event] {
                 body.push_str(part);
                 body.push('\n');
