@@ -28,8 +28,9 @@ use crate::history::{new_epoch, now_ms};
 /// Most events in one script call: a call blocks Redis while it runs.
 const MAX_BATCH: usize = 32;
 
-/// Calls of one shard waiting for Redis at once before events are batched.
-/// One connection runs them in the order they were sent.
+/// Calls of one task waiting for Redis at once before events are batched.
+/// One connection runs them in the order they were sent, so a room's
+/// events keep their order whichever call carries them.
 const MAX_IN_FLIGHT: usize = 2;
 
 /// The keys' expiries are pushed back at most once per `ttl / 16` of a

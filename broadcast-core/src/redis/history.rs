@@ -10,8 +10,9 @@
 //! clocks must agree within much less than a TTL). Redis runs
 //! scripts one at a time and delivers a channel's messages in order, so
 //! every server receives a room's events in offset order, whoever broadcast
-//! them. A process sends a shard's events in batches (`append.rs`): those
-//! that queued while its previous call ran go in one call, in order.
+//! them. A process sends its events in batches (`append.rs`, per shard on
+//! Redis Cluster): those that queued while its previous calls ran go in one
+//! call, in order.
 //!
 //! Each room hashes to one of [`HISTORY_SHARDS`] shards. A shard's keys and
 //! its channel share a hash tag, so on Redis Cluster a shard lives in one
