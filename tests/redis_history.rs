@@ -118,3 +118,79 @@ async fn an_id_appended_twice_is_published_and_counted_once() {
     worker.connection.shutdown().await.unwrap();
     connection.shutdown().await.unwrap();
 }
+
+/// A room that keeps fewer events than a client may ask to replay.
+#[derive(broadcast_core::Room)]
+#[room(key = "kept", public, history(size = 10, ttl = "1m"))]
+#[allow(dead_code)]
+struct KeptRoom {
+    id: u32,
+}
+
+/// Streams are trimmed approximately (`MAXLEN ~`), so they may hold more
+/// than a room's size: a client missing more than the size is still not
+/// recovered, and one missing exactly the size gets them all, in order.
+#[tokio::test]
+async fn a_recovery_is_limited_to_the_room_size() {
+    init_tracing();
+    let Some(redis) = RedisServer::start().await.expect("starting redis-server") else {
+        return;
+    };
+    let config = || RedisConfig::from_url(&redis.url()).unwrap();
+    let RedisSocketIo {
+        layer,
+        io,
+        connection,
+        ..
+    } = broadcast_core::redis::server(config()).await.unwrap();
+    let rooms = broadcast_core::join::Rooms::builder().build().unwrap();
+    rooms
+        .ns(&io, "/", async |_: SocketRef<RedisAdapter>| {})
+        .await
+        .unwrap();
+    rooms.attach(&io);
+    let http = TestServer::serve(layer).await.unwrap();
+    let join = async |since: Option<serde_json::Value>| {
+        let mut client = SioClient::connect(http.addr, "/", None).await.unwrap();
+        let mut args = vec![json!({"id": 1})];
+        if let Some(since) = since {
+            args.push(json!({ "since": since }));
+        }
+        let ack = client
+            .emit_with_ack("/", "join_kept", args, WAIT)
+            .await
+            .unwrap();
+        let mut replayed = Vec::new();
+        while let Ok(got) = client.next_event(QUIET).await {
+            if got.event == "shard_ping" {
+                replayed.push(got.args[1]["offset"].as_u64().unwrap());
+            }
+        }
+        (ack[0].clone(), replayed)
+    };
+    let (ack, _) = join(None).await;
+    let epoch = ack["position"]["epoch"].clone();
+    assert!(epoch.is_string(), "{ack}");
+    let worker = broadcast_core::redis::worker(config()).await.unwrap();
+    for seq in 1..=25u64 {
+        worker
+            .broadcaster
+            .broadcast(ShardPing {
+                namespace: "/".into(),
+                room: "kept|1".into(),
+                seq,
+            })
+            .await
+            .unwrap();
+    }
+    let (ack, replayed) = join(Some(json!({"offset": 14, "epoch": epoch}))).await;
+    assert_eq!(ack["recovered"], false, "{ack}");
+    assert_eq!(ack["position"]["offset"], 25, "{ack}");
+    assert!(replayed.is_empty(), "{replayed:?}");
+    let (ack, replayed) = join(Some(json!({"offset": 15, "epoch": epoch}))).await;
+    assert_eq!(ack["recovered"], true, "{ack}");
+    assert_eq!(replayed, (16..=25).collect::<Vec<u64>>());
+    assert_eq!(connection.stats().rejected, 0);
+    worker.connection.shutdown().await.unwrap();
+    connection.shutdown().await.unwrap();
+}

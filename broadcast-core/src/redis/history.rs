@@ -3,12 +3,16 @@
 //! events to every server's sockets.
 //!
 //! One script appends events: for each it assigns the room's next offset,
-//! adds the event to the room's stream (trimmed to the room's size,
-//! expiring after its TTL), and publishes it, all at once. Redis runs
+//! adds the event to the room's stream (trimmed to about the room's size,
+//! expiring after its TTL), and publishes it, all at once. A read answers
+//! at most the room's size of events, none older than the TTL by the
+//! reader's clock (the appender's clock stamped them: the processes'
+//! clocks must agree within much less than a TTL). Redis runs
 //! scripts one at a time and delivers a channel's messages in order, so
 //! every server receives a room's events in offset order, whoever broadcast
-//! them. A process sends a shard's events in batches (`append.rs`): those
-//! that queued while its previous call ran go in one call, in order.
+//! them. A process sends its events in batches (`append.rs`, per shard on
+//! Redis Cluster): those that queued while its previous calls ran go in one
+//! call, in order.
 //!
 //! Each room hashes to one of [`HISTORY_SHARDS`] shards. A shard's keys and
 //! its channel share a hash tag, so on Redis Cluster a shard lives in one
@@ -41,7 +45,7 @@ use super::publish::IDEMPOTENCY_TTL;
 use super::script::Script;
 use super::stats::{Counters, RedisStats};
 use crate::error::TransportError;
-use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch};
+use crate::history::{Append, Feed, Live, Read, Store, Stored, new_epoch, now_ms};
 use crate::position::{HistoryPolicy, Position};
 use crate::util::BoxFuture;
 
@@ -53,6 +57,9 @@ pub const HISTORY_SHARDS: u32 = 16;
 /// growing while any event of the epoch may still be held by a client.
 const MIN_META_TTL_MS: u64 = 24 * 3600 * 1000;
 
+// ARGV: a new epoch, the first offset wanted minus one (-1: none), most
+// events to answer, the meta's TTL (ms). Answers `{epoch, top, found,
+// entries}`; the caller checks the entries' times against its clock.
 const READ: &str = r"
 local meta, stream = KEYS[1], KEYS[2]
 local epoch = redis.call('HGET', meta, 'e')
@@ -63,17 +70,15 @@ if not epoch then
   redis.call('PEXPIRE', meta, ARGV[4])
 end
 local top = tonumber(redis.call('HGET', meta, 't'))
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local since = tonumber(ARGV[2])
 if since < 0 or since > top or top - since > tonumber(ARGV[3]) then
-  return {epoch, top, ms, 0, {}}
+  return {epoch, top, 0, {}}
 end
 local entries = {}
 if since < top then
   entries = redis.call('XRANGE', stream, (since + 1) .. '-0', '+', 'COUNT', top - since)
 end
-return {epoch, top, ms, 1, entries}
+return {epoch, top, 1, entries}
 ";
 
 /// Where one room's stream and epoch are, and its shard.
@@ -112,7 +117,11 @@ fn keys(prefix: &str, namespace: &str, room: &str) -> Keys {
     Keys {
         shard,
         meta: format!("{tag}#{id}#meta"),
-        stream: format!("{tag}#{id}#stream"),
+        // Entries of the layout in `append.rs`; streams of the layout
+        // before (`#stream`, fields `e p t`) are left to expire, unread:
+        // their events are missing from this stream, so a recovery that
+        // needs them is not recovered.
+        stream: format!("{tag}#{id}#log"),
         ids: format!("{tag}#{id}#id:"),
     }
 }
@@ -136,7 +145,7 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> RedisStore<C> {
             .map(|shard| shard_channel(&prefix, shard))
             .collect();
         Self {
-            appends: Batcher::start(&client, channels, &stats, timeout),
+            appends: Batcher::start(&client, channels, config.is_cluster(), &stats, timeout),
             client,
             prefix,
             timeout,
@@ -156,21 +165,29 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
     fn append<'a>(&'a self, e: Append<'a>) -> BoxFuture<'a, Result<Option<u64>, TransportError>> {
         Box::pin(async move {
             let k = keys(&self.prefix, e.namespace, e.room);
-            let mut header = String::with_capacity(
-                e.namespace.len() + e.room.len() + e.event.len() + 4 + 17 * e.except.len(),
+            let payload = e.payload.get();
+            let mut body = String::with_capacity(
+                e.namespace.len()
+                    + e.room.len()
+                    + e.event.len()
+                    + 18
+                    + 17 * e.except.len()
+                    + payload.len(),
             );
+            // Writing to a String cannot fail.
+            let _ = writeln!(body, "{}", now_ms());
             for part in [e.namespace, e.room, e.event] {
-                header.push_str(part);
-                header.push('\n');
+                body.push_str(part);
+                body.push('\n');
             }
             for (i, sid) in e.except.iter().enumerate() {
                 if i > 0 {
-                    header.push(',');
+                    body.push(',');
                 }
-                // Writing to a String cannot fail.
-                let _ = write!(header, "{sid}");
+                let _ = write!(body, "{sid}");
             }
-            header.push('\n');
+            body.push('\n');
+            body.push_str(payload);
             let ttl_ms = e.policy.ttl_secs.saturating_mul(1000);
             let meta_ttl_ms = ttl_ms.max(MIN_META_TTL_MS);
             let id_key = match e.id {
@@ -186,19 +203,13 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
                 let _ = write!(numbers, " {}", IDEMPOTENCY_TTL.as_millis());
             }
             let (reply, answer) = oneshot::channel();
-            self.appends.send(
-                k.shard,
-                Job {
-                    keys: [k.meta, k.stream, id_key],
-                    args: [
-                        numbers.into(),
-                        e.event.into(),
-                        e.payload.get().into(),
-                        header.into(),
-                    ],
-                    reply,
-                },
-            );
+            self.appends.send(Job {
+                shard: k.shard,
+                keys: [k.meta, k.stream, id_key],
+                args: [numbers.into(), body.into()],
+                payload_len: payload.len() as u64,
+                reply,
+            });
             answer.await.unwrap_or_else(|_| {
                 Err(TransportError::Adapter(
                     "the history store is shut down".into(),
@@ -219,6 +230,9 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
             let k = keys(&self.prefix, namespace, room);
             let ttl_ms = policy.ttl_secs.saturating_mul(1000);
             let since_arg = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+            // Appends trim streams approximately (`MAXLEN ~`): a stream may
+            // hold more than the room's size, which a read must not answer.
+            let max = max.min(u64::from(policy.size));
             let args: Vec<RedisValue> = vec![
                 new_epoch().into(),
                 since_arg.into(),
@@ -232,64 +246,57 @@ impl<C: LuaInterface + Clone + Send + Sync + 'static> Store for RedisStore<C> {
                 })
                 .await
                 .map_err(|e| redis_error(e, self.timeout))?;
-            parse_read(answer, since, ttl_ms)
+            parse_read(answer, since, now_ms().saturating_sub(ttl_ms))
         })
     }
 }
 
-/// The read script's answer: `{epoch, top, now_ms, found, entries}`.
-fn parse_read(answer: RedisValue, since: Option<u64>, ttl_ms: u64) -> Result<Read, TransportError> {
+/// The read script's answer: `{epoch, top, found, entries}`. Entries
+/// appended before `oldest` (ms, the appenders' clocks) are past the TTL.
+fn parse_read(answer: RedisValue, since: Option<u64>, oldest: u64) -> Result<Read, TransportError> {
     let RedisValue::Array(mut parts) = answer else {
         return Err(malformed("not an array"));
     };
-    if parts.len() != 5 {
-        return Err(malformed("not five parts"));
+    if parts.len() != 4 {
+        return Err(malformed("not four parts"));
     }
     let entries = parts.pop().unwrap_or(RedisValue::Null);
-    let found = parts[3].as_u64().ok_or_else(|| malformed("status"))?;
-    let now = parts[2].as_u64().ok_or_else(|| malformed("time"))?;
+    let found = parts[2].as_u64().ok_or_else(|| malformed("status"))?;
     let top = parts[1].as_u64().ok_or_else(|| malformed("offset"))?;
     let epoch = parts[0]
         .as_string()
         .filter(|e| !e.is_empty())
         .ok_or_else(|| malformed("epoch"))?;
     let position = Position { offset: top, epoch };
-    let Some(since) = since else {
-        return Ok(Read {
+    let not_recovered = |position| {
+        Ok(Read {
             position,
             after: None,
-        });
+        })
+    };
+    let Some(since) = since else {
+        return not_recovered(position);
     };
     if found != 1 {
-        return Ok(Read {
-            position,
-            after: None,
-        });
+        return not_recovered(position);
     }
     let entries = match entries {
         RedisValue::Array(entries) => entries,
         RedisValue::Null => Vec::new(),
         _ => return Err(malformed("entries")),
     };
-    let oldest = now.saturating_sub(ttl_ms);
     let mut out = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         let stored = parse_entry(entry).ok_or_else(|| malformed("stream entry"))?;
         // Contiguous from `since + 1`, none older than the TTL: otherwise
         // some were trimmed and the client cannot be told it has them all.
         if stored.offset != since + 1 + i as u64 || stored.at_ms < oldest {
-            return Ok(Read {
-                position,
-                after: None,
-            });
+            return not_recovered(position);
         }
         out.push(stored);
     }
     if since + out.len() as u64 != top {
-        return Ok(Read {
-            position,
-            after: None,
-        });
+        return not_recovered(position);
     }
     Ok(Read {
         position,
@@ -297,7 +304,7 @@ fn parse_read(answer: RedisValue, since: Option<u64>, ttl_ms: u64) -> Result<Rea
     })
 }
 
-/// `[id, [e, <event>, p, <payload>, t, <ms>]]`.
+/// `[id, [d, <body>]]`, the body as in a live message.
 fn parse_entry(entry: RedisValue) -> Option<Stored> {
     let RedisValue::Array(mut pair) = entry else {
         return None;
@@ -308,58 +315,76 @@ fn parse_entry(entry: RedisValue) -> Option<Stored> {
     let RedisValue::Array(fields) = fields else {
         return None;
     };
-    let (mut event, mut payload, mut at_ms) = (None, None, None);
-    for kv in fields.chunks(2) {
-        let [k, v] = kv else { return None };
-        match k.as_str()?.as_ref() {
-            "e" => event = v.as_string(),
-            "p" => payload = v.as_string(),
-            "t" => at_ms = v.as_u64(),
-            _ => {}
-        }
+    let [d, body] = <[RedisValue; 2]>::try_from(fields).ok()?;
+    if d.as_str()?.as_ref() != "d" {
+        return None;
     }
+    let body = body.into_string()?;
+    let body = parse_body(&body).ok()?;
     Some(Stored {
         offset,
-        event: event?,
-        payload: RawValue::from_string(payload?).ok()?,
-        at_ms: at_ms?,
+        event: body.event.to_owned(),
+        payload: RawValue::from_string(body.payload.to_owned()).ok()?,
+        at_ms: body.at_ms,
     })
 }
 
-/// A message of a shard channel: `offset\nepoch\nms\nnamespace\nroom\nevent\nexcept,ids\npayload`.
+/// The body of a message, after its position, as appended and stored:
+/// `ms\nnamespace\nroom\nevent\nexcept,ids\npayload`.
+struct Body<'a> {
+    at_ms: u64,
+    namespace: &'a str,
+    room: &'a str,
+    event: &'a str,
+    except: &'a str,
+    payload: &'a str,
+}
+
+fn parse_body(text: &str) -> Result<Body<'_>, &'static str> {
+    let mut parts = text.splitn(6, '\n');
+    let mut next = || parts.next().ok_or("too few lines");
+    let body = Body {
+        at_ms: next()?.parse().map_err(|_| "bad time")?,
+        namespace: next()?,
+        room: next()?,
+        event: next()?,
+        except: next()?,
+        payload: next()?,
+    };
+    broadcast_rules::validate_namespace(body.namespace).map_err(|_| "bad namespace")?;
+    broadcast_rules::validate_room(body.room).map_err(|_| "bad room")?;
+    broadcast_rules::validate_event_name(body.event).map_err(|_| "bad event name")?;
+    Ok(body)
+}
+
+/// A message of a shard channel: `offset\nepoch\n` and a body.
 pub(crate) fn parse_live(data: &[u8]) -> Result<Live, &'static str> {
     let text = std::str::from_utf8(data).map_err(|_| "not UTF-8")?;
-    let mut parts = text.splitn(8, '\n');
+    let mut parts = text.splitn(3, '\n');
     let mut next = || parts.next().ok_or("too few lines");
     let offset: u64 = next()?.parse().map_err(|_| "bad offset")?;
     let epoch = next()?;
-    let at_ms: u64 = next()?.parse().map_err(|_| "bad time")?;
-    let namespace = next()?;
-    let room = next()?;
-    let event = next()?;
-    let except = next()?;
-    let payload = next()?;
+    let body = parse_body(next()?)?;
     if offset == 0 || epoch.is_empty() || epoch.len() > 64 {
         return Err("bad position");
     }
-    broadcast_rules::validate_namespace(namespace).map_err(|_| "bad namespace")?;
-    broadcast_rules::validate_room(room).map_err(|_| "bad room")?;
-    broadcast_rules::validate_event_name(event).map_err(|_| "bad event name")?;
-    let except = except
+    let except = body
+        .except
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<Sid>().map_err(|_| "bad socket id"))
         .collect::<Result<Vec<_>, _>>()?;
-    let payload = RawValue::from_string(payload.to_owned()).map_err(|_| "payload is not JSON")?;
+    let payload =
+        RawValue::from_string(body.payload.to_owned()).map_err(|_| "payload is not JSON")?;
     Ok(Live {
-        namespace: namespace.to_owned(),
-        room: room.to_owned(),
+        namespace: body.namespace.to_owned(),
+        room: body.room.to_owned(),
         epoch: epoch.to_owned(),
         stored: Stored {
             offset,
-            event: event.to_owned(),
+            event: body.event.to_owned(),
             payload,
-            at_ms,
+            at_ms: body.at_ms,
         },
         except,
     })
@@ -439,6 +464,56 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn entries_parse_and_the_layout_before_is_refused() {
+        let entry = |fields: &[&str]| {
+            RedisValue::Array(vec![
+                "7-0".into(),
+                RedisValue::Array(fields.iter().map(|f| RedisValue::from(*f)).collect()),
+            ])
+        };
+        let stored =
+            parse_entry(entry(&["d", "5\n/\nchat|1\nmessage_posted\n\n{\"a\":1}"])).unwrap();
+        assert_eq!(stored.offset, 7);
+        assert_eq!(stored.at_ms, 5);
+        assert_eq!(stored.event, "message_posted");
+        assert_eq!(stored.payload.get(), "{\"a\":1}");
+        // The entries of the layout before: a read of them fails instead
+        // of answering wrong events (and new reads never reach them).
+        assert!(parse_entry(entry(&["e", "message_posted", "p", "{}", "t", "5"])).is_none());
+        assert!(parse_entry(entry(&["t", "5", "d", "/\nchat|1\nm\n\n{}"])).is_none());
+        assert!(parse_entry(entry(&["d", "5\n/\nchat|1\nmessage_posted\n\n{"])).is_none());
+        assert!(parse_entry(entry(&["d", "x\n/\nchat|1\nmessage_posted\n\n{}"])).is_none());
+    }
+
+    /// More entries than asked for, or older than the TTL: not recovered.
+    #[test]
+    fn reads_skip_nothing_and_nothing_past_the_ttl() {
+        let entry = |offset: u64, at: u64| {
+            RedisValue::Array(vec![
+                format!("{offset}-0").as_str().into(),
+                RedisValue::Array(vec![
+                    "d".into(),
+                    format!("{at}\n/\nr\ne\n\n{{}}").as_str().into(),
+                ]),
+            ])
+        };
+        let answer = |entries: Vec<RedisValue>| {
+            RedisValue::Array(vec![
+                "ep".into(),
+                3.into(),
+                1.into(),
+                RedisValue::Array(entries),
+            ])
+        };
+        let read = parse_read(answer(vec![entry(2, 100), entry(3, 100)]), Some(1), 50).unwrap();
+        assert_eq!(read.after.map(|a| a.len()), Some(2));
+        let read = parse_read(answer(vec![entry(2, 10), entry(3, 100)]), Some(1), 50).unwrap();
+        assert!(read.after.is_none(), "older than the TTL");
+        let read = parse_read(answer(vec![entry(3, 100)]), Some(1), 50).unwrap();
+        assert!(read.after.is_none(), "a trimmed entry");
     }
 
     #[test]
