@@ -50,6 +50,9 @@ OPTIONS:
 Environment:
     BROADCAST_BENCH_ROOM_CHANNELS=off   the framework's broadcasts to typed rooms go on the
                         namespace channel every server reads, as before room channels
+    BROADCAST_BENCH_SERVER_WRAPPER=PROGRAM   runs each server as `PROGRAM <server command>`,
+                        e.g. a script that `exec`s valgrind --tool=callgrind (keeping the pid,
+                        so CPU and context switches are still the server's)
 
 Variants:
     framework          broadcast_core::redis::server / worker with default settings

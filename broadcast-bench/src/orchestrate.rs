@@ -27,6 +27,7 @@ use crate::{Result, bail};
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+const WRAPPED_STOP_GRACE: Duration = Duration::from_secs(60);
 /// Clients connecting at once.
 const CONNECT_CONCURRENCY: usize = 32;
 
@@ -326,13 +327,21 @@ async fn run_once(
             threads.to_string(),
         ]
     };
+    // A profiler in front of each server (valgrind's callgrind, as in
+    // `conns`): a wrapper that `exec`s keeps the server's pid, so its CPU
+    // and context switches are still read, and instruction counts come
+    // from the wrapper's output.
+    let wrapper = std::env::var_os("BROADCAST_BENCH_SERVER_WRAPPER");
     let mut servers = Vec::with_capacity(sc.servers);
     for s in 0..sc.servers {
-        servers.push(Proc::spawn(
-            format!("server{s}"),
-            exe,
-            &common("server", sc.server_threads),
-        )?);
+        let mut args = common("server", sc.server_threads);
+        servers.push(match &wrapper {
+            Some(w) => {
+                args.insert(0, exe.display().to_string());
+                Proc::spawn(format!("server{s}"), Path::new(w), &args)?
+            }
+            None => Proc::spawn(format!("server{s}"), exe, &args)?,
+        });
     }
     let mut wargs = common("worker", sc.worker_threads);
     for (k, v) in [
@@ -455,8 +464,14 @@ async fn run_once(
         tallies.push(t.await?);
     }
     worker.stop(STOP_GRACE).await;
+    // A profiler writes its output at exit, which takes a while.
+    let grace = if wrapper.is_some() {
+        WRAPPED_STOP_GRACE
+    } else {
+        STOP_GRACE
+    };
     for s in servers {
-        s.stop(STOP_GRACE).await;
+        s.stop(grace).await;
     }
 
     let mut lat: Vec<u32> = Vec::with_capacity(expected as usize);

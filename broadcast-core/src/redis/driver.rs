@@ -371,10 +371,15 @@ async fn dispatch(
     use broadcast::error::{RecvError, TryRecvError};
 
     let c = stats.counters();
+    // One shutdown future for the reader's life: a new `wait_for` per
+    // message registered and removed a waiter on the watch channel every
+    // time, a cost per message the plain driver does not pay.
+    let shutdown = closed.wait_for(|closed| *closed);
+    tokio::pin!(shutdown);
     loop {
         let first = tokio::select! {
             biased;
-            _ = closed.wait_for(|closed| *closed) => return,
+            _ = &mut shutdown => return,
             received = messages.recv() => received,
         };
         let mut next = Some(first);

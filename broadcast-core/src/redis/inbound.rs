@@ -244,12 +244,8 @@ impl Reader<'_> {
         while remaining > 0 {
             // Runs of one-byte integers at once: the JSON text is an array
             // of byte values, mostly ASCII.
-            let run = self
-                .0
-                .iter()
-                .take(remaining)
-                .take_while(|&&b| b < 0x80)
-                .count();
+            let window = &self.0[..remaining.min(self.0.len())];
+            let run = ascii_prefix(window);
             self.0 = &self.0[run..];
             remaining -= run;
             if remaining == 0 {
@@ -263,6 +259,26 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+/// How many bytes at the start of `bytes` are below 0x80 (one-byte msgpack
+/// integers), eight at a time: the request's JSON text is walked once per
+/// message on every server, and a byte-at-a-time count was its largest
+/// cost (about 1,300 instructions for a 160-byte event).
+fn ascii_prefix(bytes: &[u8]) -> usize {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let mut n = 0;
+    for chunk in words.by_ref() {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        if u64::from_le_bytes(word) & HIGH != 0 {
+            break;
+        }
+        n += 8;
+    }
+    n + bytes[n..].iter().take_while(|&&b| b < 0x80).count()
 }
 
 /// The largest message handed on: twice the payload limit (rmp-serde writes
@@ -452,6 +468,18 @@ mod tests {
         assert_eq!(check_request(&unknown), Err(Rejection::RequestType(7)));
         assert_eq!(check_request(b""), Err(Rejection::Undecodable));
         assert_eq!(check_request(b"\xc1garbage"), Err(Rejection::Undecodable));
+    }
+
+    #[test]
+    fn ascii_prefix_stops_at_the_first_high_byte() {
+        assert_eq!(ascii_prefix(b""), 0);
+        assert_eq!(ascii_prefix(b"abc"), 3);
+        assert_eq!(ascii_prefix(&[b'a'; 20]), 20);
+        for at in 0..20 {
+            let mut bytes = vec![b'a'; 20];
+            bytes[at] = 0xcc;
+            assert_eq!(ascii_prefix(&bytes), at, "high byte at {at}");
+        }
     }
 
     #[test]
