@@ -18,6 +18,40 @@ use socketioxide::handler::ConnectHandler;
 #[allow(dead_code)]
 struct HistoryRoom(u32);
 
+/// A server's parts the tests use.
+async fn server(
+    config: RedisConfig,
+) -> (
+    broadcast_core::transport::CompactRequestLayer<
+        socketioxide::layer::SocketIoLayer<RedisAdapter>,
+    >,
+    socketioxide::SocketIo<RedisAdapter>,
+    broadcast_core::redis::RedisConnection,
+) {
+    let RedisSocketIo {
+        layer,
+        io,
+        connection,
+        ..
+    } = broadcast_core::redis::server(config).await.unwrap();
+    (layer, io, connection)
+}
+
+/// The worker broadcasts pings 1..=`n` to `room`, one at a time.
+async fn pings(worker: &broadcast_core::redis::RedisWorker, room: &str, n: u64) {
+    for seq in 1..=n {
+        worker
+            .broadcaster
+            .broadcast(ShardPing {
+                namespace: "/".into(),
+                room: room.into(),
+                seq,
+            })
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_server_that_never_broadcasts_delivers_history_rooms() {
     init_tracing();
@@ -25,12 +59,7 @@ async fn a_server_that_never_broadcasts_delivers_history_rooms() {
         return;
     };
     let config = || RedisConfig::from_url(&redis.url()).unwrap();
-    let RedisSocketIo {
-        layer,
-        io,
-        connection,
-        ..
-    } = broadcast_core::redis::server(config()).await.unwrap();
+    let (layer, io, connection) = server(config()).await;
     io.ns(
         "/",
         (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
@@ -42,17 +71,7 @@ async fn a_server_that_never_broadcasts_delivers_history_rooms() {
         .await
         .unwrap();
     let worker = broadcast_core::redis::worker(config()).await.unwrap();
-    for seq in 1..=3u64 {
-        worker
-            .broadcaster
-            .broadcast(ShardPing {
-                namespace: "/".into(),
-                room: "hist|1".into(),
-                seq,
-            })
-            .await
-            .unwrap();
-    }
+    pings(&worker, "hist|1", 3).await;
     for seq in 1..=3u64 {
         let got = client.next_event(WAIT).await.unwrap();
         assert_eq!(got.args[0]["seq"], seq, "{got:?}");
@@ -76,12 +95,7 @@ async fn an_id_appended_twice_is_published_and_counted_once() {
         return;
     };
     let config = || RedisConfig::from_url(&redis.url()).unwrap();
-    let RedisSocketIo {
-        layer,
-        io,
-        connection,
-        ..
-    } = broadcast_core::redis::server(config()).await.unwrap();
+    let (layer, io, connection) = server(config()).await;
     io.ns(
         "/",
         (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
@@ -137,12 +151,7 @@ async fn a_recovery_is_limited_to_the_room_size() {
         return;
     };
     let config = || RedisConfig::from_url(&redis.url()).unwrap();
-    let RedisSocketIo {
-        layer,
-        io,
-        connection,
-        ..
-    } = broadcast_core::redis::server(config()).await.unwrap();
+    let (layer, io, connection) = server(config()).await;
     let rooms = broadcast_core::join::Rooms::builder().build().unwrap();
     rooms
         .ns(&io, "/", async |_: SocketRef<RedisAdapter>| {})
@@ -172,17 +181,7 @@ async fn a_recovery_is_limited_to_the_room_size() {
     let epoch = ack["position"]["epoch"].clone();
     assert!(epoch.is_string(), "{ack}");
     let worker = broadcast_core::redis::worker(config()).await.unwrap();
-    for seq in 1..=25u64 {
-        worker
-            .broadcaster
-            .broadcast(ShardPing {
-                namespace: "/".into(),
-                room: "kept|1".into(),
-                seq,
-            })
-            .await
-            .unwrap();
-    }
+    pings(&worker, "kept|1", 25).await;
     let (ack, replayed) = join(Some(json!({"offset": 14, "epoch": epoch}))).await;
     assert_eq!(ack["recovered"], false, "{ack}");
     assert_eq!(ack["position"]["offset"], 25, "{ack}");
