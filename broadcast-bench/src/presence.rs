@@ -170,7 +170,11 @@ async fn change(
         format!("{base}:v"),
         format!("{base}:l"),
     );
-    let (op, want) = if i.is_multiple_of(2) { ("+", n + 1) } else { ("-", n) };
+    let (op, want) = if i.is_multiple_of(2) {
+        ("+", n + 1)
+    } else {
+        ("-", n)
+    };
     let _: i64 = redis
         .command(["EVAL", CHANGE, "3", &m, &v, &l, op, "extra"])
         .await?;
