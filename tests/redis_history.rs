@@ -37,6 +37,30 @@ async fn server(
     (layer, io, connection)
 }
 
+/// A server whose sockets join the rooms their auth names, and a client of
+/// it in `room`.
+async fn joined_client(
+    config: RedisConfig,
+    room: &str,
+) -> (
+    TestServer,
+    broadcast_core::redis::RedisConnection,
+    SioClient,
+) {
+    let (layer, io, connection) = server(config).await;
+    io.ns(
+        "/",
+        (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
+    )
+    .await
+    .unwrap();
+    let http = TestServer::serve(layer).await.unwrap();
+    let client = SioClient::connect(http.addr, "/", Some(json!({ "rooms": [room] })))
+        .await
+        .unwrap();
+    (http, connection, client)
+}
+
 /// The worker broadcasts pings 1..=`n` to `room`, one at a time.
 async fn pings(worker: &broadcast_core::redis::RedisWorker, room: &str, n: u64) {
     for seq in 1..=n {
@@ -59,17 +83,7 @@ async fn a_server_that_never_broadcasts_delivers_history_rooms() {
         return;
     };
     let config = || RedisConfig::from_url(&redis.url()).unwrap();
-    let (layer, io, connection) = server(config()).await;
-    io.ns(
-        "/",
-        (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
-    )
-    .await
-    .unwrap();
-    let http = TestServer::serve(layer).await.unwrap();
-    let mut client = SioClient::connect(http.addr, "/", Some(json!({"rooms": ["hist|1"]})))
-        .await
-        .unwrap();
+    let (_http, connection, mut client) = joined_client(config(), "hist|1").await;
     let worker = broadcast_core::redis::worker(config()).await.unwrap();
     pings(&worker, "hist|1", 3).await;
     for seq in 1..=3u64 {
@@ -95,17 +109,7 @@ async fn an_id_appended_twice_is_published_and_counted_once() {
         return;
     };
     let config = || RedisConfig::from_url(&redis.url()).unwrap();
-    let (layer, io, connection) = server(config()).await;
-    io.ns(
-        "/",
-        (async |_: SocketRef<RedisAdapter>| {}).with(join_from_auth),
-    )
-    .await
-    .unwrap();
-    let http = TestServer::serve(layer).await.unwrap();
-    let mut client = SioClient::connect(http.addr, "/", Some(json!({"rooms": ["hist|2"]})))
-        .await
-        .unwrap();
+    let (_http, connection, mut client) = joined_client(config(), "hist|2").await;
     let worker = broadcast_core::redis::worker(config()).await.unwrap();
     let ping = ShardPing {
         namespace: "/".into(),

@@ -93,6 +93,22 @@ async fn seqs(c: &mut SioClient) -> Vec<u64> {
     out
 }
 
+/// Disconnects `clients` and shuts the servers' and the worker's Redis
+/// connections down.
+async fn teardown(
+    clients: Vec<SioClient>,
+    servers: [&RedisSocketIo; 2],
+    worker: &broadcast_core::redis::RedisWorker,
+) {
+    for c in clients {
+        let _ = c.disconnect().await;
+    }
+    for s in servers {
+        s.connection.shutdown().await.unwrap();
+    }
+    worker.connection.shutdown().await.unwrap();
+}
+
 fn received(parts: &RedisSocketIo) -> u64 {
     parts.connection.stats().received
 }
@@ -180,12 +196,7 @@ async fn a_server_without_members_of_a_room_receives_nothing_for_it() -> Result<
         .unwrap();
     assert_eq!(seqs(&mut on_a).await, [2000]);
 
-    for c in [on_a, on_b, both] {
-        let _ = c.disconnect().await;
-    }
-    a.connection.shutdown().await.unwrap();
-    b.connection.shutdown().await.unwrap();
-    worker.connection.shutdown().await.unwrap();
+    teardown(vec![on_a, on_b, both], [&a, &b], &worker).await;
     Ok(())
 }
 
@@ -214,12 +225,7 @@ async fn with_room_channels_off_every_server_receives_every_broadcast() -> Resul
     assert_eq!(seqs(&mut on_a).await, (1..=20).collect::<Vec<_>>());
     assert_eq!(seqs(&mut on_b).await, Vec::<u64>::new());
     assert_eq!(received(&b) - b_before, 20);
-    for c in [on_a, on_b] {
-        let _ = c.disconnect().await;
-    }
-    a.connection.shutdown().await.unwrap();
-    b.connection.shutdown().await.unwrap();
-    worker.connection.shutdown().await.unwrap();
+    teardown(vec![on_a, on_b], [&a, &b], &worker).await;
     Ok(())
 }
 
@@ -264,12 +270,7 @@ async fn room_channels_work_on_redis_cluster() -> Result<(), HarnessError> {
     assert_eq!(received(&b) - b_before, 0, "{:?}", b.connection.stats());
     b.broadcaster.broadcast(news(&[24], 1)).await.unwrap();
     assert_eq!(seqs(&mut on_b).await, [1]);
-    for c in [on_a, on_b] {
-        let _ = c.disconnect().await;
-    }
-    a.connection.shutdown().await.unwrap();
-    b.connection.shutdown().await.unwrap();
-    worker.connection.shutdown().await.unwrap();
+    teardown(vec![on_a, on_b], [&a, &b], &worker).await;
     Ok(())
 }
 
