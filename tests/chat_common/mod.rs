@@ -71,12 +71,18 @@ pub fn example_bin(name: &str) -> PathBuf {
             .expect("profile dir name");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // The profile `cargo test` builds with (`test`, or `bench` with
+        // `--release`): the dependencies it built are then fresh, where
+        // `dev` would rebuild them and `cargo test` rebuild them back.
+        let profile = if profile == "release" {
+            "bench"
+        } else {
+            "test"
+        };
         cmd.args(["build", "--quiet", "--workspace", "--examples"])
+            .args(["--profile", profile])
             .env("CARGO_TARGET_DIR", target)
             .current_dir(workspace());
-        if profile == "release" {
-            cmd.arg("--release");
-        }
         let status = cmd.status().expect("running cargo build --examples");
         assert!(
             status.success(),

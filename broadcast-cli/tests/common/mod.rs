@@ -61,6 +61,14 @@ serde = {{ version = "1", features = ["derive"] }}
 
 # Its own workspace, whatever folder the temp dir is in.
 [workspace]
+
+# The workspace's dev profile, so that `cargo check` with the workspace's
+# target folder reuses what the CI's checks left there.
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+debug = false
 "#
             ),
         )
