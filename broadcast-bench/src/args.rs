@@ -53,6 +53,7 @@ Environment:
     BROADCAST_BENCH_SERVER_WRAPPER=PROGRAM   runs each server as `PROGRAM <server command>`,
                         e.g. a script that `exec`s valgrind --tool=callgrind (keeping the pid,
                         so CPU and context switches are still the server's)
+    BROADCAST_BENCH_WORKER_WRAPPER=PROGRAM   the same for the worker process
 
 Variants:
     framework          broadcast_core::redis::server / worker with default settings

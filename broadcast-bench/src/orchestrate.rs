@@ -355,7 +355,15 @@ async fn run_once(
         wargs.push(k.into());
         wargs.push(v);
     }
-    let mut worker = Proc::spawn("worker".into(), exe, &wargs)?;
+    // The same for the worker: BROADCAST_BENCH_WORKER_WRAPPER=PROGRAM.
+    let worker_wrapper = std::env::var_os("BROADCAST_BENCH_WORKER_WRAPPER");
+    let mut worker = match &worker_wrapper {
+        Some(w) => {
+            wargs.insert(0, exe.display().to_string());
+            Proc::spawn("worker".into(), Path::new(w), &wargs)?
+        }
+        None => Proc::spawn("worker".into(), exe, &wargs)?,
+    };
 
     let mut addrs = Vec::with_capacity(sc.servers);
     for s in &mut servers {
@@ -463,7 +471,14 @@ async fn run_once(
     for t in tasks {
         tallies.push(t.await?);
     }
-    worker.stop(STOP_GRACE).await;
+    // A profiler writes its output at exit, which takes a while.
+    worker
+        .stop(if worker_wrapper.is_some() {
+            WRAPPED_STOP_GRACE
+        } else {
+            STOP_GRACE
+        })
+        .await;
     // A profiler writes its output at exit, which takes a while.
     let grace = if wrapper.is_some() {
         WRAPPED_STOP_GRACE
