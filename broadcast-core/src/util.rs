@@ -26,9 +26,30 @@ pub(crate) fn echo(s: &str) -> String {
     }
 }
 
+/// The key of a typed room's name: the part before the first `|` (`chat`
+/// for `chat|1`), or the whole name. Looked up on every broadcast (room
+/// channels, history rooms), so it scans the bytes itself: the name is a few
+/// bytes long, and `str::split` went through a char searcher that cost more
+/// than the lookup it served.
+pub(crate) fn room_key(room: &str) -> &str {
+    match room.bytes().position(|b| b == b'|') {
+        Some(end) => &room[..end],
+        None => room,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_room_key_ends_at_the_first_bar() {
+        assert_eq!(room_key("chat|1"), "chat");
+        assert_eq!(room_key("chat|1|2"), "chat");
+        assert_eq!(room_key("chat"), "chat");
+        assert_eq!(room_key("|1"), "");
+        assert_eq!(room_key("é|1"), "é");
+    }
 
     #[test]
     fn long_text_is_cut() {

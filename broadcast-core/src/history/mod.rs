@@ -128,7 +128,11 @@ impl HistorySettings {
 /// Which rooms keep history, by namespace and room key, with their limits.
 #[derive(Debug, Default)]
 pub(crate) struct HistoryRooms {
-    by_key: HashMap<(&'static str, &'static str), HistoryPolicy>,
+    /// ((key, namespace), policy), sorted: [`policy`](Self::policy) runs
+    /// for every room of every broadcast, rooms without history included,
+    /// and a binary search over the few registered types compares a couple
+    /// of short strings where a `HashMap` hashed both with SipHash first.
+    by_key: Box<[((&'static str, &'static str), HistoryPolicy)]>,
     pub(crate) max_replay: u64,
 }
 
@@ -136,17 +140,20 @@ impl HistoryRooms {
     /// The registered rooms' declarations with the installed overrides.
     pub(crate) fn from_registry() -> Self {
         let settings = HistorySettings::current();
+        // A map first, so that an override replaces the declaration.
         let mut by_key = HashMap::new();
         for room in registry::rooms() {
             if let Some(policy) = room.history {
-                by_key.insert((room.namespace, room.key), policy);
+                by_key.insert((room.key, room.namespace), policy);
             }
         }
         for (ns, key, policy) in settings.overrides {
-            by_key.insert((ns, key), policy);
+            by_key.insert((key, ns), policy);
         }
+        let mut by_key: Vec<_> = by_key.into_iter().collect();
+        by_key.sort_unstable_by_key(|(k, _)| *k);
         Self {
-            by_key,
+            by_key: by_key.into_boxed_slice(),
             max_replay: settings.max_replay,
         }
     }
@@ -161,8 +168,12 @@ impl HistoryRooms {
         if self.by_key.is_empty() {
             return None;
         }
-        let key = room.split('|').next().unwrap_or(room);
-        self.by_key.get(&(namespace, key)).copied()
+        let wanted = (crate::util::room_key(room), namespace);
+        self.by_key
+            .binary_search_by(|(k, _)| k.cmp(&wanted))
+            .ok()
+            .and_then(|i| self.by_key.get(i))
+            .map(|(_, policy)| *policy)
     }
 }
 

@@ -32,7 +32,7 @@
 //! processes' or two rooms' events in another order than they were sent,
 //! as with socket.io's sharded adapter.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,9 @@ use tokio::sync::watch;
 
 use super::RedisAdapter;
 use super::driver::MeteredFredDriver;
-use super::publish::request_channel;
+use super::publish::{push_request_channel, request_channel};
 use crate::join::subscriptions::RoomSubscriber;
-use crate::util::BoxFuture;
+use crate::util::{BoxFuture, room_key};
 
 /// How long a room's channel stays subscribed after its last join while
 /// no local socket is in it, by default
@@ -65,22 +65,33 @@ const DISCOVER_EVERY: u32 = 10;
 /// request channel, which is how socketioxide-redis's adapter recognises a
 /// request (`chan.starts_with(req_chan)`); the namespace's own channels
 /// end right after that prefix or with a server id and `#`.
+/// Built without `format!` (see [`push_request_channel`]): the worker
+/// names a room's channel on every broadcast.
 pub(crate) fn room_channel(prefix: &str, namespace: &str, room: &str) -> String {
-    format!("{}room#{room}", request_channel(prefix, namespace))
+    let mut channel = String::with_capacity(prefix.len() + namespace.len() + room.len() + 15);
+    push_request_channel(&mut channel, prefix, namespace);
+    channel.push_str("room#");
+    channel.push_str(room);
+    channel
 }
 
 /// Whether broadcasts to `room` of `namespace` go on the room's channel:
 /// rooms of a registered room type without history.
 pub(crate) fn has_channel(namespace: &str, room: &str) -> bool {
-    static KEYS: OnceLock<HashSet<(&'static str, &'static str)>> = OnceLock::new();
-    let keys: &HashSet<(&str, &str)> = KEYS.get_or_init(|| {
-        crate::registry::rooms()
+    // (key, namespace) pairs, sorted: checked on every broadcast, and a
+    // binary search over the few registered types compares a couple of
+    // short strings where a `HashSet` hashed both with SipHash first.
+    static KEYS: OnceLock<Box<[(&'static str, &'static str)]>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        let mut keys: Vec<(&'static str, &'static str)> = crate::registry::rooms()
             .filter(|r| r.history.is_none())
-            .map(|r| (r.namespace, r.key))
-            .collect()
+            .map(|r| (r.key, r.namespace))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_boxed_slice()
     });
-    let key = room.split('|').next().unwrap_or(room);
-    keys.contains(&(namespace, key))
+    keys.binary_search(&(room_key(room), namespace)).is_ok()
 }
 
 /// The namespaces that have rooms with channels.
