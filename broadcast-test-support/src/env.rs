@@ -40,6 +40,43 @@ pub fn current_test_name() -> String {
         .to_owned()
 }
 
+/// `cargo` (the one running the tests, `$CARGO`) as a test may run it to
+/// build more of the workspace, without the variables cargo set for the
+/// test process (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): a build script
+/// that tracks one of them (ring's tracks `CARGO_MANIFEST_DIR`) would see it
+/// change and rebuild, with everything above it, what `cargo test` built
+/// without them, and the next `cargo test` would rebuild it all back.
+///
+/// ```no_run
+/// let status = broadcast_test_support::env::cargo()
+///     .args(["build", "--examples"])
+///     .status()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn cargo() -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if SET_FOR_TESTS.contains(&name) || name.starts_with("CARGO_PKG_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+/// What cargo sets for a test process besides `CARGO` and `CARGO_PKG_*`.
+const SET_FOR_TESTS: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 /// Checks that `redis-server` is on `PATH`.
 ///
 /// `Ok(true)`: present. `Ok(false)`: absent and not CI; a loud

@@ -69,8 +69,7 @@ pub fn example_bin(name: &str) -> PathBuf {
             .file_name()
             .and_then(|p| p.to_str())
             .expect("profile dir name");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
+        let mut cmd = broadcast_test_support::env::cargo();
         // The profile `cargo test` builds with (`test`, or `bench` with
         // `--release`): the dependencies it built are then fresh, where
         // `dev` would rebuild them and `cargo test` rebuild them back.
