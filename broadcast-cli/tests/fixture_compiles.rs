@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 use common::{Project, ok};
@@ -113,33 +112,14 @@ fn uncomment(text: &str, drop_public: bool) -> String {
 }
 
 fn cargo_check(project: &Project, target: &Path) -> (bool, String, f64) {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let start = Instant::now();
-    let mut cmd = Command::new(cargo);
+    // Without what cargo set for this test process, which would make
+    // cargo rebuild what the CI's checks left in the target folder.
+    let mut cmd = broadcast_test_support::env::cargo();
     cmd.args(["check", "--quiet", "--message-format=short"])
         .current_dir(&project.root)
         .env("CARGO_TARGET_DIR", target)
         .env_remove("RUSTFLAGS");
-    // Without what cargo set for this test process: a build script that
-    // tracks one (ring's tracks `CARGO_MANIFEST_DIR`) would rebuild what the
-    // CI's checks left in the target folder (as
-    // `broadcast_test_support::env::cargo` explains; this crate's tests do
-    // not depend on that crate).
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|n| {
-            n.starts_with("CARGO_PKG_")
-                || n.starts_with("CARGO_MANIFEST_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "OUT_DIR",
-                ]
-                .contains(&n)
-        }) {
-            cmd.env_remove(name);
-        }
-    }
     let out = cmd.output().expect("run cargo check");
     let secs = start.elapsed().as_secs_f64();
     (
