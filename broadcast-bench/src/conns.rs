@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::args::{Flags, Variant};
 use crate::client::{self, Live, Tally};
-use crate::procs::Proc;
+use crate::procs::{Proc, Wrapper};
 use crate::roles::{self, now_us};
 use crate::{Result, bail};
 
@@ -324,13 +324,11 @@ async fn run_once(
             }
             // A profiler in front of the server (heaptrack, valgrind):
             // the memory figures are then the wrapper's, not the server's.
-            match std::env::var_os("BROADCAST_BENCH_SERVER_WRAPPER") {
-                Some(wrapper) => {
-                    args.insert(0, exe.display().to_string());
-                    Proc::spawn("server".into(), Path::new(&wrapper), &args)?
-                }
-                None => Proc::spawn("server".into(), exe, &args)?,
-            }
+            Wrapper::from_env("BROADCAST_BENCH_SERVER_WRAPPER").spawn(
+                "server".into(),
+                exe,
+                &args,
+            )?
         }
         None => {
             let Some(dir) = node_dir else {

@@ -20,14 +20,13 @@ use tokio::sync::watch;
 
 use crate::args::{Flags, USAGE, Variant};
 use crate::client::{self, Live, Tally};
-use crate::procs::{Proc, machine_busy_seconds, process_cpu};
+use crate::procs::{Proc, Wrapper, machine_busy_seconds, process_cpu};
 use crate::roles::{self, now_us};
 use crate::stats::{Spread, percentile};
 use crate::{Result, bail};
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_GRACE: Duration = Duration::from_secs(3);
-const WRAPPED_STOP_GRACE: Duration = Duration::from_secs(60);
 /// Clients connecting at once.
 const CONNECT_CONCURRENCY: usize = 32;
 
@@ -327,21 +326,14 @@ async fn run_once(
             threads.to_string(),
         ]
     };
-    // A profiler in front of each server (valgrind's callgrind, as in
-    // `conns`): a wrapper that `exec`s keeps the server's pid, so its CPU
-    // and context switches are still read, and instruction counts come
-    // from the wrapper's output.
-    let wrapper = std::env::var_os("BROADCAST_BENCH_SERVER_WRAPPER");
+    // A profiler in front of each server and the worker (valgrind's
+    // callgrind, as in `conns`); instruction counts come from its output.
+    let wrapper = Wrapper::from_env("BROADCAST_BENCH_SERVER_WRAPPER");
+    let worker_wrapper = Wrapper::from_env("BROADCAST_BENCH_WORKER_WRAPPER");
     let mut servers = Vec::with_capacity(sc.servers);
     for s in 0..sc.servers {
-        let mut args = common("server", sc.server_threads);
-        servers.push(match &wrapper {
-            Some(w) => {
-                args.insert(0, exe.display().to_string());
-                Proc::spawn(format!("server{s}"), Path::new(w), &args)?
-            }
-            None => Proc::spawn(format!("server{s}"), exe, &args)?,
-        });
+        let args = common("server", sc.server_threads);
+        servers.push(wrapper.spawn(format!("server{s}"), exe, &args)?);
     }
     let mut wargs = common("worker", sc.worker_threads);
     for (k, v) in [
@@ -355,15 +347,7 @@ async fn run_once(
         wargs.push(k.into());
         wargs.push(v);
     }
-    // The same for the worker: BROADCAST_BENCH_WORKER_WRAPPER=PROGRAM.
-    let worker_wrapper = std::env::var_os("BROADCAST_BENCH_WORKER_WRAPPER");
-    let mut worker = match &worker_wrapper {
-        Some(w) => {
-            wargs.insert(0, exe.display().to_string());
-            Proc::spawn("worker".into(), Path::new(w), &wargs)?
-        }
-        None => Proc::spawn("worker".into(), exe, &wargs)?,
-    };
+    let mut worker = worker_wrapper.spawn("worker".into(), exe, &wargs)?;
 
     let mut addrs = Vec::with_capacity(sc.servers);
     for s in &mut servers {
@@ -471,20 +455,8 @@ async fn run_once(
     for t in tasks {
         tallies.push(t.await?);
     }
-    // A profiler writes its output at exit, which takes a while.
-    worker
-        .stop(if worker_wrapper.is_some() {
-            WRAPPED_STOP_GRACE
-        } else {
-            STOP_GRACE
-        })
-        .await;
-    // A profiler writes its output at exit, which takes a while.
-    let grace = if wrapper.is_some() {
-        WRAPPED_STOP_GRACE
-    } else {
-        STOP_GRACE
-    };
+    worker.stop(worker_wrapper.grace(STOP_GRACE)).await;
+    let grace = wrapper.grace(STOP_GRACE);
     for s in servers {
         s.stop(grace).await;
     }

@@ -51,6 +51,42 @@ pub fn reap_all() {
     }
 }
 
+/// A program in front of a child (a profiler: valgrind's callgrind,
+/// heaptrack), named by an environment variable: the child runs as
+/// `PROGRAM <its command>`. A wrapper that `exec`s keeps the child's pid, so
+/// its CPU and context switches are still read.
+pub struct Wrapper(Option<std::ffi::OsString>);
+
+impl Wrapper {
+    /// The wrapper named by `var`, if it is set.
+    pub fn from_env(var: &str) -> Self {
+        Self(std::env::var_os(var))
+    }
+
+    /// Spawns `exe args..`, through the wrapper if there is one.
+    pub fn spawn(&self, name: String, exe: &Path, args: &[String]) -> Result<Proc> {
+        match &self.0 {
+            Some(wrapper) => {
+                let mut wrapped = Vec::with_capacity(args.len() + 1);
+                wrapped.push(exe.display().to_string());
+                wrapped.extend_from_slice(args);
+                Proc::spawn(name, Path::new(wrapper), &wrapped)
+            }
+            None => Proc::spawn(name, exe, args),
+        }
+    }
+
+    /// How long a child may take to stop: a profiler writes its output at
+    /// exit, which takes a while.
+    pub fn grace(&self, unwrapped: Duration) -> Duration {
+        if self.0.is_some() {
+            Duration::from_secs(60)
+        } else {
+            unwrapped
+        }
+    }
+}
+
 /// A child process with a line protocol on stdin/stdout.
 pub struct Proc {
     pub name: String,
