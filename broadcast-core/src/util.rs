@@ -31,16 +31,59 @@ pub(crate) fn echo(s: &str) -> String {
 /// channels, history rooms), so it scans the bytes itself: the name is a few
 /// bytes long, and `str::split` went through a char searcher that cost more
 /// than the lookup it served.
-pub(crate) fn room_key(room: &str) -> &str {
+fn room_key(room: &str) -> &str {
     match room.bytes().position(|b| b == b'|') {
         Some(end) => &room[..end],
         None => room,
     }
 }
 
+/// Values by room type, `(key, namespace)`, for lookups by room name on
+/// every broadcast (room channels, history rooms). A sorted slice searched
+/// by binary search: there are a few registered types, and comparing a
+/// couple of short strings costs less than hashing both with SipHash.
+#[derive(Debug)]
+pub(crate) struct ByRoomType<T>(Box<[((&'static str, &'static str), T)]>);
+
+impl<T> Default for ByRoomType<T> {
+    fn default() -> Self {
+        Self(Box::default())
+    }
+}
+
+impl<T> ByRoomType<T> {
+    /// From `((key, namespace), value)` pairs; for a type given twice the
+    /// last value wins (an override replaces a declaration).
+    pub(crate) fn new(pairs: impl IntoIterator<Item = ((&'static str, &'static str), T)>) -> Self {
+        let map: std::collections::BTreeMap<_, _> = pairs.into_iter().collect();
+        Self(map.into_iter().collect())
+    }
+
+    /// The value of `room`'s type (`chat` for `chat|1`) in `namespace`.
+    pub(crate) fn get(&self, namespace: &str, room: &str) -> Option<&T> {
+        let wanted = (room_key(room), namespace);
+        let i = self.0.binary_search_by(|(k, _)| k.cmp(&wanted)).ok()?;
+        self.0.get(i).map(|(_, value)| value)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_types_are_found_by_room_name_and_the_last_value_wins() {
+        let types = ByRoomType::new([(("chat", "/"), 1), (("user", "/"), 2), (("chat", "/"), 3)]);
+        assert_eq!(types.get("/", "chat|1"), Some(&3));
+        assert_eq!(types.get("/", "user"), Some(&2));
+        assert_eq!(types.get("/admin", "chat|1"), None);
+        assert_eq!(types.get("/", "chats|1"), None);
+        assert!(ByRoomType::<u8>::default().is_empty());
+    }
 
     #[test]
     fn a_room_key_ends_at_the_first_bar() {

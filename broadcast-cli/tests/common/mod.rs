@@ -17,6 +17,30 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// The workspace's `[profile.*]` sections, for a fixture project: with the
+/// same profiles, `cargo check` in the workspace's target folder reuses what
+/// the CI's checks left there.
+fn workspace_profiles() -> String {
+    let manifest =
+        fs::read_to_string(workspace().join("Cargo.toml")).expect("the workspace's Cargo.toml");
+    let mut out = String::new();
+    let mut in_profile = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_profile = line.starts_with("[profile.");
+        }
+        if in_profile {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(
+        out.contains("[profile.dev]"),
+        "no [profile.dev] in the workspace's Cargo.toml"
+    );
+    out
+}
+
 /// A unique, not yet existing path in the temp folder.
 pub fn unique_temp(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -62,14 +86,8 @@ serde = {{ version = "1", features = ["derive"] }}
 # Its own workspace, whatever folder the temp dir is in.
 [workspace]
 
-# The workspace's dev profile, so that `cargo check` with the workspace's
-# target folder reuses what the CI's checks left there.
-[profile.dev]
-debug = "line-tables-only"
-
-[profile.dev.package."*"]
-debug = false
-"#
+{profiles}"#,
+                profiles = workspace_profiles()
             ),
         )
         .unwrap();

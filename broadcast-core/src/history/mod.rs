@@ -43,7 +43,6 @@ mod feed;
 mod memory;
 mod transport;
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde_json::value::RawValue;
@@ -59,6 +58,7 @@ use crate::position::{DEFAULT_MAX_REPLAY, HistoryPolicy, Position};
 use crate::registry;
 use crate::transport::SocketIoTransport;
 use crate::util::BoxFuture;
+use crate::util::ByRoomType;
 
 pub(crate) use feed::Feed;
 pub(crate) use transport::HistoryTransport;
@@ -128,11 +128,9 @@ impl HistorySettings {
 /// Which rooms keep history, by namespace and room key, with their limits.
 #[derive(Debug, Default)]
 pub(crate) struct HistoryRooms {
-    /// ((key, namespace), policy), sorted: [`policy`](Self::policy) runs
-    /// for every room of every broadcast, rooms without history included,
-    /// and a binary search over the few registered types compares a couple
-    /// of short strings where a `HashMap` hashed both with SipHash first.
-    by_key: Box<[((&'static str, &'static str), HistoryPolicy)]>,
+    /// Looked up for every room of every broadcast, rooms without history
+    /// included.
+    by_key: ByRoomType<HistoryPolicy>,
     pub(crate) max_replay: u64,
 }
 
@@ -140,20 +138,15 @@ impl HistoryRooms {
     /// The registered rooms' declarations with the installed overrides.
     pub(crate) fn from_registry() -> Self {
         let settings = HistorySettings::current();
-        // A map first, so that an override replaces the declaration.
-        let mut by_key = HashMap::new();
-        for room in registry::rooms() {
-            if let Some(policy) = room.history {
-                by_key.insert((room.key, room.namespace), policy);
-            }
-        }
-        for (ns, key, policy) in settings.overrides {
-            by_key.insert((key, ns), policy);
-        }
-        let mut by_key: Vec<_> = by_key.into_iter().collect();
-        by_key.sort_unstable_by_key(|(k, _)| *k);
+        let declared =
+            registry::rooms().filter_map(|room| Some(((room.key, room.namespace), room.history?)));
+        // After the declarations, so that an override replaces one.
+        let overrides = settings
+            .overrides
+            .into_iter()
+            .map(|(ns, key, policy)| ((key, ns), policy));
         Self {
-            by_key: by_key.into_boxed_slice(),
+            by_key: ByRoomType::new(declared.chain(overrides)),
             max_replay: settings.max_replay,
         }
     }
@@ -165,15 +158,7 @@ impl HistoryRooms {
     /// The policy of `room` in `namespace`, read from its key (the part
     /// before the first `|`).
     pub(crate) fn policy(&self, namespace: &str, room: &str) -> Option<HistoryPolicy> {
-        if self.by_key.is_empty() {
-            return None;
-        }
-        let wanted = (crate::util::room_key(room), namespace);
-        self.by_key
-            .binary_search_by(|(k, _)| k.cmp(&wanted))
-            .ok()
-            .and_then(|i| self.by_key.get(i))
-            .map(|(_, policy)| *policy)
+        self.by_key.get(namespace, room).copied()
     }
 }
 

@@ -43,7 +43,7 @@ use super::RedisAdapter;
 use super::driver::MeteredFredDriver;
 use super::publish::{push_request_channel, request_channel};
 use crate::join::subscriptions::RoomSubscriber;
-use crate::util::{BoxFuture, room_key};
+use crate::util::{BoxFuture, ByRoomType};
 
 /// How long a room's channel stays subscribed after its last join while
 /// no local socket is in it, by default
@@ -78,20 +78,18 @@ pub(crate) fn room_channel(prefix: &str, namespace: &str, room: &str) -> String 
 /// Whether broadcasts to `room` of `namespace` go on the room's channel:
 /// rooms of a registered room type without history.
 pub(crate) fn has_channel(namespace: &str, room: &str) -> bool {
-    // (key, namespace) pairs, sorted: checked on every broadcast, and a
-    // binary search over the few registered types compares a couple of
-    // short strings where a `HashSet` hashed both with SipHash first.
-    static KEYS: OnceLock<Box<[(&'static str, &'static str)]>> = OnceLock::new();
-    let keys = KEYS.get_or_init(|| {
-        let mut keys: Vec<(&'static str, &'static str)> = crate::registry::rooms()
-            .filter(|r| r.history.is_none())
-            .map(|r| (r.key, r.namespace))
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys.into_boxed_slice()
-    });
-    keys.binary_search(&(room_key(room), namespace)).is_ok()
+    // Checked on every broadcast.
+    static TYPES: OnceLock<ByRoomType<()>> = OnceLock::new();
+    TYPES
+        .get_or_init(|| {
+            ByRoomType::new(
+                crate::registry::rooms()
+                    .filter(|r| r.history.is_none())
+                    .map(|r| ((r.key, r.namespace), ())),
+            )
+        })
+        .get(namespace, room)
+        .is_some()
 }
 
 /// The namespaces that have rooms with channels.
