@@ -409,3 +409,92 @@ async fn plain_socketioxide_redis_servers_interoperate() -> Result<(), HarnessEr
     let _ = client.quit().await;
     Ok(())
 }
+
+/// A server whose process stops for a while (a container's CPU quota
+/// throttling it, a paused VM) finds a backlog on its Redis connection when
+/// it resumes, which fred's router reads in turns of thousands of messages.
+/// Here the server runs alone on a runtime with one worker thread, which the
+/// test blocks while a worker publishes more than twice fred's buffer; then
+/// every message still reaches its client, in order.
+#[test]
+fn a_server_stalled_during_a_burst_catches_up_without_losing_a_message() -> Result<(), HarnessError>
+{
+    const ROOMS: u64 = 10;
+    const PER_ROOM: u64 = 3_500;
+    // More than fred's buffer holds, so the backlog cannot all wait there;
+    // fewer per socket than its own buffer holds.
+    const _: () =
+        assert!(ROOMS * PER_ROOM > 2 * broadcast_core::redis::DEFAULT_PUBSUB_BUFFER as u64);
+    const _: () = assert!(PER_ROOM < broadcast_core::redis::DEFAULT_SOCKET_BUFFER as u64);
+
+    init_tracing();
+    let test_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime");
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    test_rt.block_on(async {
+        let Some(redis) = RedisServer::start().await? else {
+            return Ok(());
+        };
+        let config = || RedisConfig::from_url(&redis.url()).unwrap();
+        let node = server_rt.spawn(Node::start(config(), &[])).await.unwrap();
+        let mut clients = Vec::new();
+        for room in 1..=ROOMS {
+            clients.push(node.client("/", &[&format!("chat|{room}")]).await);
+        }
+        let worker = broadcast_core::redis::worker(config()).await.unwrap();
+
+        // Block the server's only worker thread: none of its tasks runs and
+        // nothing reads its sockets until the burst is published.
+        let (stalled, is_stalled) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        server_rt.spawn(async move {
+            let _ = stalled.send(());
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        is_stalled.await.unwrap();
+        let sends = (0..PER_ROOM).flat_map(|seq| {
+            (1..=ROOMS).map(move |room| MessagePosted {
+                chat_id: room,
+                text: seq.to_string(),
+            })
+        });
+        let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
+            futures_util::stream::iter(sends.map(|e| worker.broadcaster.broadcast(e))),
+            64,
+        ))
+        .await;
+        release.send(()).unwrap();
+        for r in results {
+            assert!(r.unwrap().is_delivered());
+        }
+
+        for (i, c) in clients.iter_mut().enumerate() {
+            for seq in 0..PER_ROOM {
+                let text = redis_common::next_text(c, WAIT).await;
+                assert_eq!(
+                    text,
+                    Some(seq.to_string()),
+                    "client of chat|{}: {:?}",
+                    i + 1,
+                    node.parts.connection.stats()
+                );
+            }
+        }
+        let stats = node.parts.connection.stats();
+        assert_eq!(stats.lost(), 0, "{stats:?}");
+        assert_eq!(stats.received, ROOMS * PER_ROOM, "{stats:?}");
+
+        worker.connection.shutdown().await.unwrap();
+        server_rt
+            .spawn(async move { node.shutdown().await })
+            .await
+            .unwrap();
+        Ok(())
+    })
+}

@@ -59,7 +59,7 @@ Variants:
     framework          broadcast_core::redis::server / worker with default settings
     baseline           socketioxide + socketioxide-redis (its fred driver, RESP3) with
                        fred's pub/sub channel, the adapter stream buffer and the socket
-                       buffer raised to the framework's defaults (8192, 65536, 4096);
+                       buffer raised to the framework's defaults (16384, 65536, 4096);
                        the worker is a socketioxide server with the Redis adapter and no
                        clients calling io.to(room).emit(..)
     baseline-defaults  the same with every buffer at its library default (32, 1024, 128)

@@ -59,13 +59,27 @@ pub const DEFAULT_PREFIX: &str = "socket.io";
 /// assert_eq!(broadcast_core::redis::DEFAULT_COMMAND_TIMEOUT.as_secs(), 2);
 /// ```
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default capacity of fred's pub/sub broadcast channel (fred's own default
-/// is 32, which loses messages under bursts).
+/// Default capacity of fred's pub/sub broadcast channel on a server's
+/// subscriber connection (fred's own default is 32, which loses messages
+/// under bursts).
+///
+/// fred's router, once it has a backlog to read (the process was stopped
+/// for a while: a CPU quota's throttling, a paused VM), decodes up to 128
+/// reads of 8 KiB before it yields: with the smallest adapter messages
+/// (about 90 bytes) that is about 11,600 messages, all put in this buffer
+/// before the reader behind it can run on the same thread: more than 8,192
+/// slots hold; 16,384 hold a whole turn.
 ///
 /// ```
-/// assert!(broadcast_core::redis::DEFAULT_PUBSUB_BUFFER > 32);
+/// assert!(broadcast_core::redis::DEFAULT_PUBSUB_BUFFER >= 128 * 8192 / 90);
 /// ```
-pub const DEFAULT_PUBSUB_BUFFER: usize = 8192;
+pub const DEFAULT_PUBSUB_BUFFER: usize = 16_384;
+/// Capacity of the event channels of the connections that receive no
+/// pub/sub messages (publishing, presence): fred allocates every channel of
+/// a client with one capacity, and these only carry rare events
+/// (reconnections, errors). At [`DEFAULT_PUBSUB_BUFFER`] each such
+/// connection held about 12 MB of empty slots.
+const EVENT_BUFFER: usize = 64;
 /// Default capacity of each adapter channel between the Redis reader and a
 /// namespace (socketioxide-redis's default is 1024).
 ///
@@ -671,9 +685,11 @@ impl RedisConfig {
     }
 
     /// Messages fred holds between the Redis connection and the reader that
-    /// hands them to namespaces (default 8192). Overflow loses messages and
-    /// is counted in [`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged).
-    /// Fred allocates this many slots for each of its event channels.
+    /// hands them to namespaces (default [`DEFAULT_PUBSUB_BUFFER`], 16,384).
+    /// Overflow loses messages and is counted in
+    /// [`RedisStatsSnapshot::lagged`](super::RedisStatsSnapshot::lagged).
+    /// Fred allocates this many slots for each of the subscriber
+    /// connection's event channels (about 0.65 KB per unit in all).
     ///
     /// ```
     /// # use broadcast_core::redis::RedisConfig;
@@ -928,9 +944,21 @@ impl RedisConfig {
         Ok(client)
     }
 
-    /// A fred builder with every setting applied. Call
-    /// [`validate`](Self::validate) first: it reports bad TLS files.
+    /// A fred builder with every setting applied, for a connection that
+    /// receives no pub/sub messages. Call [`validate`](Self::validate)
+    /// first: it reports bad TLS files.
     pub(crate) fn fred_builder(&self) -> fred::prelude::Builder {
+        self.builder(EVENT_BUFFER)
+    }
+
+    /// [`fred_builder`](Self::fred_builder) for the subscriber connection,
+    /// whose pub/sub channel holds [`pubsub_buffer`](Self::pubsub_buffer)
+    /// messages.
+    pub(crate) fn subscriber_builder(&self) -> fred::prelude::Builder {
+        self.builder(self.pubsub_buffer)
+    }
+
+    fn builder(&self, event_buffer: usize) -> fred::prelude::Builder {
         let tls = match self.fred_tls() {
             Ok(tls) => tls,
             Err(error) => {
@@ -956,7 +984,7 @@ impl RedisConfig {
         };
         let performance = PerformanceConfig {
             default_command_timeout: self.command_timeout,
-            broadcast_channel_capacity: self.pubsub_buffer,
+            broadcast_channel_capacity: event_buffer,
             ..PerformanceConfig::default()
         };
         let mut connection = ConnectionConfig {
@@ -1269,12 +1297,18 @@ mod tests {
             .unwrap()
             .pubsub_buffer(77)
             .command_timeout(Duration::from_millis(300));
-        let b = c.fred_builder();
+        let b = c.subscriber_builder();
         assert_eq!(
             b.get_config().map(|c| c.version.clone()),
             Some(RespVersion::RESP3)
         );
         assert_eq!(b.get_performance_config().broadcast_channel_capacity, 77);
+        assert_eq!(
+            c.fred_builder()
+                .get_performance_config()
+                .broadcast_channel_capacity,
+            EVENT_BUFFER
+        );
         assert_eq!(
             b.get_performance_config().default_command_timeout,
             Duration::from_millis(300)
