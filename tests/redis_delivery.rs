@@ -419,6 +419,8 @@ async fn plain_socketioxide_redis_servers_interoperate() -> Result<(), HarnessEr
 #[test]
 fn a_server_stalled_during_a_burst_catches_up_without_losing_a_message() -> Result<(), HarnessError>
 {
+    use futures_util::StreamExt;
+
     const ROOMS: u64 = 10;
     const PER_ROOM: u64 = 3_500;
     // More than fred's buffer holds, so the backlog cannot all wait there;
@@ -464,11 +466,11 @@ fn a_server_stalled_during_a_burst_catches_up_without_losing_a_message() -> Resu
                 text: seq.to_string(),
             })
         });
-        let results: Vec<_> = futures_util::StreamExt::collect(futures_util::StreamExt::buffered(
-            futures_util::stream::iter(sends.map(|e| worker.broadcaster.broadcast(e))),
-            64,
-        ))
-        .await;
+        let results: Vec<_> = futures_util::stream::iter(sends)
+            .map(|e| worker.broadcaster.broadcast(e))
+            .buffered(64)
+            .collect()
+            .await;
         release.send(()).unwrap();
         for r in results {
             assert!(r.unwrap().is_delivered());
