@@ -77,8 +77,9 @@ pub const DEFAULT_PUBSUB_BUFFER: usize = 16_384;
 /// Capacity of the event channels of the connections that receive no
 /// pub/sub messages (publishing, presence): fred allocates every channel of
 /// a client with one capacity, and these only carry rare events
-/// (reconnections, errors). At [`DEFAULT_PUBSUB_BUFFER`] each such
-/// connection held about 12 MB of empty slots.
+/// (reconnections, errors). Sized like the pub/sub buffer, each such
+/// connection held 5.9 MB of empty slots at 8,192 and would hold 12 MB at
+/// [`DEFAULT_PUBSUB_BUFFER`].
 const EVENT_BUFFER: usize = 64;
 /// Default capacity of each adapter channel between the Redis reader and a
 /// namespace (socketioxide-redis's default is 1024).

@@ -410,10 +410,11 @@ async fn dispatch(
             }
             handled += 1;
             if handled == turn {
-                match messages.len() {
-                    waiting if waiting > BACKLOG => turn += waiting,
-                    _ => break,
+                let waiting = messages.len();
+                if waiting <= BACKLOG {
+                    break;
                 }
+                turn += waiting;
             }
             next = match messages.try_recv() {
                 Ok(message) => Some(Ok(message)),
